@@ -1,0 +1,35 @@
+# Two commands for a researcher: `make demo` and `make test`. Both create .venv if it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+export JSONARGPARSE_DEPRECATION_WARNINGS ?= off
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/unlearnkit demo --out runs/demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check unlearnkit tests benchmarks
+
+test: $(STAMP) lint
+	$(PY) -m pytest -q -n 2 tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/retrieval.py
+	$(PY) benchmarks/step_overhead.py
+	$(PY) benchmarks/data_loading.py
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

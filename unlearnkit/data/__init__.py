@@ -1,0 +1,1 @@
+"""Data: on-disk face formats, forget/retain splits, samplers and the LightningDataModule."""

@@ -1,0 +1,323 @@
+"""The LightningDataModule: a face source, its forget/retain/held-out split, and every loader a run needs.
+
+Training loaders follow what the LightningModule declares (``train_parts``, ``pk_batches``): a step gets a
+dict of batches keyed by part, the first part fixing the epoch length and the others drawn to match it.
+Evaluation: one retrieval set (forget / retain, train / held-out images, each tagged with its group) and one
+loader per verification pair set. Every batch carries ``index``, the sample's position in the source.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from unlearnkit.data.samplers import PKSampler, ShuffleSampler, shard_contiguous
+from unlearnkit.data.sources import FaceSource, open_source, read_quality_csv
+from unlearnkit.data.splits import PARTS, Split, make_split, read_manifest
+from unlearnkit.data.transforms import FaceTransform
+from unlearnkit.errors import ConfigError, DataError
+
+# Groups of the retrieval evaluation set (the ``group`` of each evaluation sample).
+EVAL_GROUPS = {0: "forget_train", 1: "retain_train", 2: "forget_test", 3: "retain_test"}
+GROUP_ID = {name: code for code, name in EVAL_GROUPS.items()}
+
+
+class FaceDataset(Dataset):
+    """Samples ``indices`` of a source as dicts ``{image, label, index[, group]}``."""
+
+    def __init__(self, source: FaceSource, indices, labels: np.ndarray, transform: FaceTransform,
+                 groups=None, random_flip: bool = False) -> None:
+        self.source, self.indices, self.labels = source, np.asarray(indices), labels
+        self.transform, self.groups, self.random_flip = transform, groups, random_flip
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        index = int(self.indices[i])
+        flip = self.random_flip and bool(torch.rand(()) < 0.5)
+        item = {
+            "image": self.transform(self.source.load(index), flip=flip),
+            "label": int(self.labels[index]),
+            "index": index,
+        }
+        if self.groups is not None:
+            item["group"] = int(self.groups[i])
+        return item
+
+
+class _IndexedSampler(torch.utils.data.Sampler[int]):
+    """Yields positions 0..n-1 of a dataset whose ``indices`` are already this rank's shard."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __iter__(self):
+        return iter(range(self.n))
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class FaceDataModule(L.LightningDataModule):
+    """Forget/retain splits of a face data set on disk.
+
+    Args:
+        root: the data set's root folder.
+        format: on-disk format: ``folder`` (CASIA-WebFace layout), ``recordio``, ``vggface2``, ``celeba``.
+        protocol: forget protocol of SPEC §1: ``identity``, ``sample`` or ``quality``.
+        forget: identities (identity protocol) or training images (others) to forget: a count ≥ 1 or a fraction.
+        forget_list: a text file of identity names (one per line) to forget instead of a seeded draw.
+        heldout_per_identity: images per identity kept out of training for evaluation.
+        split_manifest: a ``split.csv`` of an earlier run to reuse its exact split.
+        quality: the quality score for the ``quality`` protocol: ``stability`` (embedding stability under
+            augmentation), ``serfiq`` (dropout passes), ``known`` (the set's own per-image quality, e.g.
+            synthetic degradation) or a CSV path with columns ``path,score``.
+        image_size: side of the square network input.
+        crop: centre-crop fraction before resizing (1.0 = none).
+        batch_size: training batch size per device (P×K batches use ``pk_identities × pk_images``).
+        pk_identities, pk_images: P and K of identity-balanced batches.
+        eval_per_group: at most this many images in each evaluation group (seeded subset).
+        pairs: verification sets: a list of ``{name, format: bin|lfw|lfw_subset|list, path, image_root}``.
+        num_workers: DataLoader workers.
+        seed: the split's and samplers' seed.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/synthetic",
+        format: str = "folder",
+        protocol: str = "identity",
+        forget: float = 0.1,
+        forget_list: str | None = None,
+        heldout_per_identity: int = 2,
+        split_manifest: str | None = None,
+        quality: str = "stability",
+        image_size: int = 48,
+        crop: float = 1.0,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        pk_identities: int = 16,
+        pk_images: int = 4,
+        eval_per_group: int = 2000,
+        pairs: list[dict] | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size <= 0 or eval_batch_size <= 0:
+            raise ConfigError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
+        if pk_identities < 1 or pk_images < 2:
+            raise ConfigError("P×K batches need pk_identities ≥ 1 and pk_images ≥ 2")
+        self.save_hyperparameters()
+        self.transform = FaceTransform(image_size, crop=crop)
+        self.source: FaceSource | None = None
+        self.split: Split | None = None
+        self.pair_sets: list = []
+
+    # ----------------------------------------------------------------- set-up
+    def prepare_source(self) -> FaceSource:
+        """Open the data set (subclasses may create it first)."""
+        return open_source(self.hparams.format, self.hparams.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.split is not None:
+            return
+        self.source = self.prepare_source()
+        names = self.source.identity_names
+        self.class_of = {name: i for i, name in enumerate(names)}
+        self.labels = np.array([self.class_of[n] for n in self.source.identities], dtype=np.int64)
+        self.split = self._make_split()
+        self.pair_sets = [self._load_pairs(spec) for spec in (self.hparams.pairs or [])]
+        run_dir = self._run_dir()
+        if run_dir is not None and self._is_global_zero():
+            self.split.write_manifest(run_dir / "split.csv")
+
+    @property
+    def num_classes(self) -> int:
+        if self.source is None:
+            self.setup()
+        return len(self.class_of)
+
+    def _make_split(self) -> Split:
+        hp, src = self.hparams, self.source
+        if hp.split_manifest:
+            return read_manifest(hp.split_manifest, src.keys, src.identities, hp.protocol)
+        forget_ids = None
+        if hp.forget_list:
+            path = Path(hp.forget_list)
+            if not path.is_file():
+                raise DataError(f"forget list {path} does not exist: give a text file with one identity per line")
+            forget_ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            if not forget_ids:
+                raise DataError(f"forget list {path} is empty: name at least one identity to forget")
+        quality = self._quality() if hp.protocol == "quality" else np.asarray(src.qualities, dtype=float)
+        return make_split(src.keys, src.identities, hp.protocol, hp.forget, forget_ids,
+                          hp.heldout_per_identity, quality, hp.seed)
+
+    def _quality(self) -> np.ndarray:
+        """Per-image quality (higher = better) for the quality protocol."""
+        kind, src = self.hparams.quality, self.source
+        if kind == "known":
+            q = np.asarray(src.qualities, dtype=float)
+            if np.isnan(q).any():
+                raise DataError("quality: known needs a per-image quality in the data set (manifest.csv)")
+            return q
+        if kind in ("stability", "serfiq"):
+            from unlearnkit.data.quality import score_source
+
+            model = self._quality_model()
+            return score_source(model, src, self.transform, method=kind,
+                                batch_size=self.hparams.eval_batch_size, seed=self.hparams.seed)
+        scores = read_quality_csv(kind)
+        missing = [k for k in src.keys if k not in scores]
+        if missing:
+            raise DataError(f"quality file {kind} has no score for {len(missing)} image(s), e.g. {missing[0]}")
+        return np.array([scores[k] for k in src.keys], dtype=float)
+
+    def _quality_model(self):
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        model = getattr(module, "quality_model", None)
+        if model is None:
+            raise ConfigError("quality: stability/serfiq needs the original model: run it inside an unlearning job")
+        return model
+
+    def _load_pairs(self, spec: dict):
+        from unlearnkit.data.verification import load_pair_set
+
+        return load_pair_set(**spec, seed=self.hparams.seed)
+
+    def _run_dir(self) -> Path | None:
+        if self.trainer is None:
+            return None
+        return Path(self.trainer.default_root_dir)
+
+    def _is_global_zero(self) -> bool:
+        return self.trainer is None or self.trainer.is_global_zero
+
+    def _rank(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    # ----------------------------------------------------------------- loaders
+    def part_indices(self, part: str) -> np.ndarray:
+        """Source indices of ``forget``, ``retain``, ``heldout`` or ``train`` (forget ∪ retain)."""
+        if part not in (*PARTS, "train"):
+            raise ConfigError(f"unknown data part {part!r}")
+        indices = self.split.indices(part)
+        if part == "forget" and len(indices) == 0:
+            raise DataError("the forget set is empty: choose a larger forget size or other identities")
+        return indices
+
+    def _loader(self, dataset: Dataset, sampler, batch_size: int) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                          num_workers=workers, persistent_workers=workers > 0, pin_memory=False)
+
+    def train_loader(self, part: str, pk: bool = False, num_samples: int | None = None) -> DataLoader:
+        """A shuffled training loader over one part; ``pk`` gives P×K identity batches."""
+        hp = self.hparams
+        rank, world = self._rank()
+        indices = self.part_indices(part)
+        dataset = FaceDataset(self.source, np.arange(len(self.source)), self.labels, self.transform,
+                              random_flip=True)
+        if pk:
+            batch = hp.pk_identities * hp.pk_images
+            num_batches = math.ceil(num_samples / batch) if num_samples else None
+            sampler = PKSampler(indices, self.labels[indices], hp.pk_identities, hp.pk_images,
+                                num_batches, hp.seed, rank, world)
+            return self._loader(dataset, sampler, batch)
+        sampler = ShuffleSampler(indices, num_samples, hp.seed, rank, world)
+        return self._loader(dataset, sampler, hp.batch_size)
+
+    def train_dataloader(self):
+        module = self.trainer.lightning_module
+        parts = tuple(getattr(module, "train_parts", ("train",)))
+        pk_parts = tuple(getattr(module, "pk_parts", ()))
+        first = parts[0]
+        loaders = {first: self.train_loader(first, pk=first in pk_parts)}
+        epoch_samples = len(loaders[first].sampler) * self._rank()[1]
+        for part in parts[1:]:
+            loaders[part] = self.train_loader(part, pk=part in pk_parts, num_samples=epoch_samples)
+        return loaders
+
+    def eval_groups(self) -> np.ndarray:
+        """Source indices and group codes of the retrieval evaluation set (seeded, capped per group)."""
+        if getattr(self, "_eval", None) is not None:
+            return self._eval
+        rng = np.random.default_rng([self.hparams.seed, 7])
+        forget_ids = set(self.split.forget_identities) if self.split.protocol == "identity" else set()
+        heldout = self.split.indices("heldout")
+        is_forget_person = np.array([self.source.identities[i] in forget_ids for i in heldout], dtype=bool)
+        chosen, codes = [], []
+        for name, indices in (
+            ("forget_train", self.split.indices("forget")),
+            ("retain_train", self.split.indices("retain")),
+            ("forget_test", heldout[is_forget_person]),
+            ("retain_test", heldout[~is_forget_person]),
+        ):
+            if len(indices) > self.hparams.eval_per_group:
+                indices = np.sort(rng.choice(indices, self.hparams.eval_per_group, replace=False))
+            chosen.append(indices)
+            codes.append(np.full(len(indices), GROUP_ID[name]))
+        self._eval = (np.concatenate(chosen), np.concatenate(codes))
+        return self._eval
+
+    def eval_loader(self, indices, groups=None, shard: bool = True) -> DataLoader:
+        """A deterministic loader over source ``indices`` (this rank's contiguous shard under DDP)."""
+        rank, world = self._rank() if shard else (0, 1)
+        mine = shard_contiguous(np.arange(len(indices)), rank, world)
+        dataset = FaceDataset(self.source, np.asarray(indices)[mine], self.labels, self.transform,
+                              groups=None if groups is None else np.asarray(groups)[mine])
+        return self._loader(dataset, _IndexedSampler(len(dataset)), self.hparams.eval_batch_size)
+
+    def pair_loader(self, pair_set) -> DataLoader:
+        from unlearnkit.data.verification import PairImages
+
+        rank, world = self._rank()
+        mine = shard_contiguous(np.arange(pair_set.num_images), rank, world)
+        dataset = PairImages(pair_set, self.transform, mine)
+        return self._loader(dataset, _IndexedSampler(len(dataset)), self.hparams.eval_batch_size)
+
+    def val_dataloader(self):
+        indices, groups = self.eval_groups()
+        return [self.eval_loader(indices, groups)] + [self.pair_loader(p) for p in self.pair_sets]
+
+    def test_dataloader(self):
+        return self.val_dataloader()
+
+    def eval_set_names(self) -> list[str]:
+        """Names of the ``val_dataloader`` entries, in order."""
+        return ["retrieval"] + [p.name for p in self.pair_sets]
+
+
+class SyntheticFaces(FaceDataModule):
+    """The generated face set (``unlearnkit.data.synthetic``), created under ``root`` on first use.
+
+    Args:
+        num_identities, images_per_identity: size of the generated set.
+        render_size: side of the generated images (defaults to ``image_size``).
+        data_seed: the generator's seed (the split's is ``seed``).
+    """
+
+    def __init__(self, root: str = "data/synthetic", num_identities: int = 100, images_per_identity: int = 20,
+                 render_size: int | None = None, data_seed: int = 0, **kwargs) -> None:
+        super().__init__(root=root, format="folder", **kwargs)
+        self.synthetic = dict(num_identities=num_identities, images_per_identity=images_per_identity,
+                              image_size=render_size or self.hparams.image_size, seed=data_seed)
+
+    def prepare_data(self) -> None:
+        from unlearnkit.data.synthetic import generate_synthetic
+
+        generate_synthetic(self.hparams.root, **self.synthetic)
+
+    def prepare_source(self) -> FaceSource:
+        if self.trainer is None:  # used outside a Trainer: nobody called prepare_data
+            self.prepare_data()
+        return super().prepare_source()

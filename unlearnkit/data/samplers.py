@@ -1,0 +1,82 @@
+"""Rank-aware training samplers: seeded per epoch, disjoint across DDP ranks, P×K identity batches.
+
+They shard by rank themselves, so the trainer runs with ``use_distributed_sampler=False`` and batches keep
+their P×K structure under DDP.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+from torch.utils.data import Sampler
+
+
+class _EpochSampler(Sampler[int]):
+    def __init__(self, seed: int, rank: int, world_size: int) -> None:
+        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _rng(self) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch])
+
+
+class ShuffleSampler(_EpochSampler):
+    """A seeded permutation of ``indices`` (with replacement when ``num_samples`` exceeds them), sharded by rank."""
+
+    def __init__(self, indices, num_samples: int | None = None, seed: int = 0, rank: int = 0, world_size: int = 1):
+        super().__init__(seed, rank, world_size)
+        self.indices = np.asarray(indices)
+        self.num_samples = num_samples or len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = self._rng()
+        reps = math.ceil(self.num_samples / len(self.indices))
+        order = np.concatenate([rng.permutation(self.indices) for _ in range(reps)])[: self.num_samples]
+        return iter(order[self.rank :: self.world_size].tolist())
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_samples, self.world_size))
+
+
+class PKSampler(_EpochSampler):
+    """Batches of P identities × K images, so every batch has same-identity pairs (dispersion losses).
+
+    Identities with fewer than K images are sampled with replacement; identities with one image are
+    skipped (they form no pair). Yields flat indices: consecutive ``P*K`` chunks are the batches.
+    """
+
+    def __init__(self, indices, labels, p: int, k: int, num_batches: int | None = None, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        super().__init__(seed, rank, world_size)
+        self.p, self.k = p, k
+        groups: dict[int, list[int]] = {}
+        for i, y in zip(np.asarray(indices).tolist(), np.asarray(labels).tolist()):
+            groups.setdefault(y, []).append(i)
+        self.groups = [np.asarray(v) for _, v in sorted(groups.items()) if len(v) >= 2]
+        if not self.groups:
+            raise ValueError("P×K sampling needs at least one identity with two or more images")
+        total = sum(len(g) for g in self.groups)
+        self.num_batches = num_batches or max(1, math.ceil(total / (p * k)))
+
+    def __iter__(self) -> Iterator[int]:
+        rng = self._rng()
+        batches = []
+        p = min(self.p, len(self.groups))
+        for _ in range(self.num_batches):
+            chosen = rng.choice(len(self.groups), size=p, replace=False)
+            batch = [rng.choice(self.groups[g], size=self.k, replace=len(self.groups[g]) < self.k) for g in chosen]
+            batches.append(np.concatenate(batch))
+        mine = batches[self.rank :: self.world_size]
+        return iter(np.concatenate(mine).tolist() if mine else [])
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_batches, self.world_size)) * min(self.p, len(self.groups)) * self.k
+
+
+def shard_contiguous(indices, rank: int, world_size: int) -> np.ndarray:
+    """Evaluation shards: every sample exactly once over all ranks (sizes differ by at most one)."""
+    return np.array_split(np.asarray(indices), world_size)[rank]

@@ -1,0 +1,118 @@
+"""Face data sets on disk, as one interface: sample ``i`` has a key, an identity name and an image.
+
+Every on-disk format (image folders, insightface RecordIO, VGGFace2, CelebA, the synthetic set) is a
+``FaceSource``; splits, samplers and loaders only ever see this interface.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from unlearnkit.errors import DataError
+from unlearnkit.registry import Registry
+
+SOURCES: Registry[type[FaceSource]] = Registry("data format")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+class FaceSource:
+    """Base class. Subclasses fill ``keys`` (unique, stable, e.g. a relative path) and ``identities``.
+
+    ``qualities`` holds a known per-image quality in [0, 1] (1 = clean) where the format carries one
+    (the synthetic set does), else NaN.
+    """
+
+    root: Path
+    keys: list[str]
+    identities: list[str]
+    qualities: list[float]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def read_bytes(self, i: int) -> bytes:
+        """The encoded image of sample ``i``."""
+        raise NotImplementedError
+
+    def load(self, i: int) -> Image.Image:
+        """Sample ``i`` decoded as RGB; a corrupt image raises ``DataError`` naming it."""
+        data = self.read_bytes(i)
+        try:
+            image = Image.open(io.BytesIO(data))
+            image.load()
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise DataError(f"corrupt image {self.describe(i)}: {err}; remove or replace the file") from err
+        return image.convert("RGB")
+
+    def describe(self, i: int) -> str:
+        return f"{self.root}/{self.keys[i]}"
+
+    @property
+    def identity_names(self) -> list[str]:
+        """Distinct identities in first-seen order; a sample's class label is its index here."""
+        return list(dict.fromkeys(self.identities))
+
+
+def read_quality_csv(path: str | Path) -> dict[str, float]:
+    """An external quality file: CSV with columns ``path,score`` (or ``path,quality`` / ``path,degradation``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"quality file {path} does not exist: give a CSV with columns path,score")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields = reader.fieldnames or []
+        if "path" not in fields:
+            raise DataError(f"quality file {path} has no 'path' column (found {fields})")
+        if "score" in fields:
+            return {row["path"]: float(row["score"]) for row in reader}
+        if "quality" in fields:
+            return {row["path"]: float(row["quality"]) for row in reader}
+        if "degradation" in fields:
+            return {row["path"]: 1.0 - float(row["degradation"]) for row in reader}
+    raise DataError(f"quality file {path} needs a 'score' column (found {fields})")
+
+
+@SOURCES.register("folder")
+class ImageFolderSource(FaceSource):
+    """CASIA-WebFace's layout, ``root/<identity>/<image>.jpg``; the synthetic set is written the same way.
+
+    A ``manifest.csv`` beside the folders with a ``degradation`` column (as the synthetic generator writes)
+    gives each image's true quality.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise DataError(
+                f"data root {self.root} does not exist: expected an image folder root/<identity>/<image>.jpg"
+            )
+        self.keys, self.identities = [], []
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for file in sorted(folder.iterdir()):
+                if file.suffix.lower() in IMAGE_SUFFIXES:
+                    self.keys.append(f"{folder.name}/{file.name}")
+                    self.identities.append(folder.name)
+        if not self.keys:
+            raise DataError(f"no images found under {self.root}: expected root/<identity>/<image>.jpg")
+        known = {}
+        manifest = self.root / "manifest.csv"
+        if manifest.is_file():
+            known = read_quality_csv(manifest)
+        self.qualities = [known.get(k, math.nan) for k in self.keys]
+
+    def read_bytes(self, i: int) -> bytes:
+        path = self.root / self.keys[i]
+        try:
+            return path.read_bytes()
+        except FileNotFoundError as err:
+            raise DataError(f"image {path} is missing: the folder changed since it was listed") from err
+
+
+def open_source(format: str, root: str | Path, **kwargs) -> FaceSource:
+    """Open a data set by format name (``folder``, ``recordio``, ``vggface2``, ``celeba``, ...)."""
+    return SOURCES.get(format)(root, **kwargs)

@@ -1,0 +1,155 @@
+"""Forget / retain / held-out splits by SPEC §1's three protocols, and their manifests.
+
+Every training image is in exactly one part: ``forget`` (D_f), ``retain`` (D_r) or ``heldout`` (images kept
+out of training, used for evaluation and as non-members). Held-out images are chosen per identity first, so
+every protocol evaluates on the same unseen images; the forget set is then drawn from the training images.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from unlearnkit.errors import DataError
+from unlearnkit.utils.io import atomic_open
+
+PROTOCOLS = ("identity", "sample", "quality")
+PARTS = ("forget", "retain", "heldout")
+MANIFEST_FIELDS = ("path", "identity", "split", "quality")
+
+
+@dataclass
+class Split:
+    """Which part each sample of a source is in, and its quality score (NaN where none was computed)."""
+
+    keys: list[str]
+    identities: list[str]
+    parts: np.ndarray  # str array, one of PARTS per sample
+    quality: np.ndarray  # float array
+    protocol: str
+
+    def indices(self, part: str) -> np.ndarray:
+        if part == "train":
+            return np.flatnonzero(self.parts != "heldout")
+        return np.flatnonzero(self.parts == part)
+
+    @property
+    def forget_identities(self) -> list[str]:
+        """Identities with at least one forget image (for ``identity``: exactly the forgotten people)."""
+        return sorted({self.identities[i] for i in self.indices("forget")})
+
+    def counts(self) -> dict[str, int]:
+        return {part: int((self.parts == part).sum()) for part in PARTS}
+
+    def write_manifest(self, path: str | Path) -> Path:
+        """One line per image: path, identity, split, quality; written atomically."""
+        path = Path(path)
+        with atomic_open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(MANIFEST_FIELDS)
+            for key, ident, part, q in zip(self.keys, self.identities, self.parts, self.quality):
+                writer.writerow([key, ident, part, "" if math.isnan(q) else f"{q:.6f}"])
+        return path
+
+
+def read_manifest(path: str | Path, keys: list[str], identities: list[str], protocol: str) -> Split:
+    """Load a split written by ``Split.write_manifest`` and check it matches the data set's images."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"split manifest {path} does not exist: give the manifest.csv of an earlier run")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != MANIFEST_FIELDS:
+            raise DataError(f"split manifest {path} has columns {reader.fieldnames}, expected {MANIFEST_FIELDS}")
+        rows = {row["path"]: row for row in reader}
+    missing = [k for k in keys if k not in rows]
+    if missing:
+        raise DataError(
+            f"split manifest {path} does not list {len(missing)} image(s) of the data set (e.g. {missing[0]}):"
+            " it was written for another data set"
+        )
+    parts = np.array([rows[k]["split"] for k in keys])
+    bad = set(parts) - set(PARTS)
+    if bad:
+        raise DataError(f"split manifest {path} has unknown split values {sorted(bad)}; allowed: {PARTS}")
+    quality = np.array([float(rows[k]["quality"]) if rows[k]["quality"] else math.nan for k in keys])
+    return Split(list(keys), list(identities), parts, quality, protocol)
+
+
+def _count(value: float, total: int, what: str) -> int:
+    """``value`` is a count (≥ 1, integral) or a fraction in (0, 1)."""
+    if value <= 0:
+        raise DataError(f"forget size {value} for {what} must be positive: give a count or a fraction in (0, 1)")
+    n = int(round(value * total)) if value < 1 else int(value)
+    return max(n, 1)
+
+
+def make_split(
+    keys: list[str],
+    identities: list[str],
+    protocol: str = "identity",
+    forget: float = 0.1,
+    forget_identities: list[str] | None = None,
+    heldout_per_identity: int = 2,
+    quality: np.ndarray | None = None,
+    seed: int = 0,
+) -> Split:
+    """Deterministic split for ``seed``.
+
+    ``forget`` is the number (≥ 1) or fraction (< 1) of identities (``identity``) or of training images
+    (``sample``, ``quality``). ``forget_identities`` names the people to forget instead (identity protocol).
+    ``quality`` (higher = better) is needed for the ``quality`` protocol: the lowest-scored images are forgotten.
+    """
+    if protocol not in PROTOCOLS:
+        raise DataError(f"unknown forget protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+    rng = np.random.default_rng(seed)
+    ids = np.asarray(identities)
+    n = len(keys)
+    parts = np.full(n, "retain", dtype=object)
+    by_identity: dict[str, list[int]] = {}
+    for i, ident in enumerate(identities):
+        by_identity.setdefault(ident, []).append(i)
+    names = sorted(by_identity)
+    for name in names:
+        members = by_identity[name]
+        if heldout_per_identity and len(members) > heldout_per_identity:
+            chosen = rng.choice(members, size=heldout_per_identity, replace=False)
+            parts[chosen] = "heldout"
+
+    if protocol == "identity":
+        if forget_identities is not None:
+            unknown = sorted(set(forget_identities) - set(names))
+            if unknown:
+                raise DataError(
+                    f"forget list names {len(unknown)} identities not in the data set (e.g. {unknown[0]!r}):"
+                    " check the names against the identity folders"
+                )
+            chosen_ids = sorted(set(forget_identities))
+        else:
+            k = _count(forget, len(names), "identities")
+            chosen_ids = sorted(rng.choice(names, size=min(k, len(names)), replace=False).tolist())
+        if not chosen_ids:
+            raise DataError("the forget set is empty: name at least one identity to forget")
+        if len(chosen_ids) >= len(names):
+            raise DataError("the forget set holds every identity: leave at least one identity to retain")
+        mask = np.isin(ids, chosen_ids) & (parts == "retain")
+        parts[mask] = "forget"
+    else:
+        train = np.flatnonzero(parts == "retain")
+        k = _count(forget, len(train), "training images")
+        if k >= len(train):
+            raise DataError(f"the forget set ({k} images) is the whole training set: forget a smaller fraction")
+        if protocol == "sample":
+            chosen = rng.choice(train, size=k, replace=False)
+        else:
+            if quality is None or np.isnan(np.asarray(quality)[train]).any():
+                raise DataError("the quality protocol needs a quality score for every training image")
+            order = np.argsort(np.asarray(quality)[train], kind="stable")
+            chosen = train[order[:k]]
+        parts[chosen] = "forget"
+    q = np.full(n, math.nan) if quality is None else np.asarray(quality, dtype=float)
+    return Split(list(keys), list(identities), parts.astype(str), q, protocol)
