@@ -28,7 +28,9 @@ class _PlainDataUnpickler(pickle.Unpickler):
         )
 
     def persistent_load(self, pid):
-        raise DataError(f"{self.what}: refuses to load this pickle: it uses persistent ids, which plain data never does")
+        raise DataError(
+            f"{self.what}: refuses to load this pickle: it uses persistent ids, which plain data never does"
+        )
 
 
 def restricted_loads(data: bytes, what: str = "pickle") -> object:
@@ -37,5 +39,7 @@ def restricted_loads(data: bytes, what: str = "pickle") -> object:
         return _PlainDataUnpickler(io.BytesIO(data), what).load()
     except DataError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as err:
-        raise DataError(f"{what}: not a readable pickle ({type(err).__name__}: {err}); the file may be truncated") from err
+    except Exception as err:  # a damaged pickle fails in many ways (EOFError, UnpicklingError, ValueError...)
+        raise DataError(
+            f"{what}: not a readable pickle ({type(err).__name__}: {err}); the file may be truncated"
+        ) from err
