@@ -1,0 +1,352 @@
+"""On-disk formats: insightface RecordIO and .bin, VGGFace2, CelebA, LFW pair lists, the shared LFW subset."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import pickletools
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers_formats import (
+    frame,
+    irheader,
+    jpeg_bytes,
+    python2_bin_pickle,
+    write_celeba,
+    write_insightface_bin,
+    write_lfw_tree,
+    write_recordio,
+    write_vggface2,
+)
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from unlearnkit.data.formats import CelebASource, RecordIOSource, VGGFace2Source
+from unlearnkit.data.sources import open_source
+from unlearnkit.data.verification import (
+    PairSet,
+    covered_pairs_lfw_subset,
+    load_bin,
+    load_lfw_pairs,
+    load_pairs_file,
+    write_pairs,
+)
+from unlearnkit.errors import DataError
+from unlearnkit.utils.safe_pickle import restricted_loads
+
+
+def shared_data() -> Path:
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    return Path(os.environ.get("UNLEARNKIT_SHARED_DATA", default))
+
+
+def lfw_subset() -> Path:
+    root = shared_data() / "lfw_subset"
+    if not (root / "pairs_same_covered.txt").is_file():
+        pytest.skip(
+            f"the shared LFW subset is absent ({root}); set UNLEARNKIT_SHARED_DATA to its parent folder"
+        )
+    return root
+
+
+# ---------------------------------------------------------------- RecordIO
+
+
+@pytest.fixture
+def rec_images():
+    """Three identities (labels 0, 1, 2) with 3, 2, 4 images, grouped as insightface packs them."""
+    labels = [0, 0, 0, 1, 1, 2, 2, 2, 2]
+    return [(label, jpeg_bytes(n, size=40)) for n, label in enumerate(labels)]
+
+
+def test_recordio_reads_insightface_layout(tmp_path, rec_images):
+    keys = write_recordio(tmp_path, rec_images)
+    source = open_source("recordio", tmp_path)
+    assert isinstance(source, RecordIOSource)
+    assert len(source) == len(rec_images) == len(keys)
+    # identity records after the images are not images
+    assert source.identities == [str(label) for label, _ in rec_images]
+    assert source.identity_names == ["0", "1", "2"]
+    for i, (_, data) in enumerate(rec_images):
+        assert source.read_bytes(i) == data
+        image = source.load(i)
+        assert image.mode == "RGB" and image.size == (40, 40)
+    assert source.keys[0] == "train.rec#1" and "record 1" in source.describe(0)
+    assert all(np.isnan(q) for q in source.qualities)
+
+
+def test_recordio_without_header_and_with_label_vectors(tmp_path):
+    images = [(7, jpeg_bytes(1)), ([3.0, 0.5], jpeg_bytes(2)), (7, jpeg_bytes(3))]
+    write_recordio(tmp_path, images, header=False, name="faces")
+    source = RecordIOSource(tmp_path, rec="faces.rec", idx="faces.idx")
+    assert source.identities == ["7", "3", "7"]
+    assert [source.read_bytes(i) for i in range(3)] == [data for _, data in images]
+
+
+def test_recordio_joins_records_split_at_the_magic(tmp_path):
+    # a payload holding the magic word at a 4-byte boundary is written as several parts
+    data = jpeg_bytes(5)
+    data += (
+        b"\0" * (-(len(data) + 24) % 4)
+        + struct.pack("<I", 0xCED7230A)
+        + b"tail"
+        + struct.pack("<I", 0xCED7230A)
+    )
+    assert (
+        len(frame(irheader(0, 1, data))) > len(irheader(0, 1, data)) + 8
+    )  # really split: one header per part
+    write_recordio(tmp_path, [(0, data), (1, jpeg_bytes(6))])
+    source = RecordIOSource(tmp_path)
+    assert source.read_bytes(0) == data and source.identities == ["0", "1"]
+    assert source.load(0).size == (112, 112)  # trailing bytes after the JPEG end do not disturb decoding
+
+
+class RecordBytes(Dataset):
+    """The minimal Dataset a DataLoader needs: bytes of sample i, and which process read them."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        data = self.source.read_bytes(i)
+        return i, torch.frombuffer(bytearray(data), dtype=torch.uint8), self.source._pid, os.getpid()
+
+
+def test_recordio_under_two_dataloader_workers(tmp_path, rec_images):
+    write_recordio(tmp_path, rec_images)
+    source = RecordIOSource(tmp_path)
+    source.read_bytes(0)  # the parent opens its handle before the workers fork
+    loader = DataLoader(RecordBytes(source), batch_size=None, num_workers=2, shuffle=True)
+    seen = {}
+    for i, data, handle_pid, worker_pid in loader:
+        seen[int(i)] = bytes(data.numpy())
+        assert handle_pid == worker_pid != os.getpid()  # every worker opened its own handle
+    assert seen == {i: data for i, (_, data) in enumerate(rec_images)}
+
+
+def test_recordio_truncated_record(tmp_path, rec_images):
+    write_recordio(tmp_path, rec_images, header=False)
+    rec = tmp_path / "train.rec"
+    rec.write_bytes(rec.read_bytes()[:-100])
+    with pytest.raises(DataError, match="truncated"):
+        RecordIOSource(tmp_path)
+
+
+def test_recordio_idx_that_disagrees_with_rec(tmp_path, rec_images):
+    write_recordio(tmp_path, rec_images)
+    idx = tmp_path / "train.idx"
+    lines = idx.read_text().splitlines()
+    key, offset = lines[2].split("\t")
+    lines[2] = f"{key}\t{int(offset) + 4}"
+    idx.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="disagrees"):
+        RecordIOSource(tmp_path)
+    lines[2] = f"{key}\t{10**9}"
+    idx.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="beyond the end"):
+        RecordIOSource(tmp_path)
+
+
+def test_recordio_missing_files_and_bad_magic(tmp_path, rec_images):
+    with pytest.raises(DataError, match="train.rec does not exist"):
+        RecordIOSource(tmp_path)
+    write_recordio(tmp_path, rec_images)
+    (tmp_path / "train.idx").unlink()
+    with pytest.raises(DataError, match="train.idx does not exist"):
+        RecordIOSource(tmp_path)
+    write_recordio(tmp_path, rec_images)
+    rec = tmp_path / "train.rec"
+    rec.write_bytes(b"JUNK" + rec.read_bytes()[4:])
+    with pytest.raises(DataError, match="bad magic"):
+        RecordIOSource(tmp_path)
+
+
+# ---------------------------------------------------------------- .bin and safe pickles
+
+
+def test_insightface_bin_loads(tmp_path):
+    bins = [jpeg_bytes(k, size=56) for k in range(6)]
+    write_insightface_bin(tmp_path / "lfw.bin", bins, [True, False, True])
+    pairs = load_bin(tmp_path / "lfw.bin")
+    assert isinstance(pairs, PairSet) and pairs.name == "lfw"
+    assert len(pairs) == 3 and pairs.num_images == 6
+    assert pairs.pairs == [(0, 1), (2, 3), (4, 5)] and pairs.issame == [True, False, True]
+    assert pairs.load(5).size == (56, 56) and pairs.load(5).mode == "RGB"
+    assert load_bin(tmp_path / "lfw.bin", image_size=(112, 112)).load(0).size == (112, 112)
+
+
+def test_python2_bin_loads(tmp_path):
+    bins = [jpeg_bytes(k) for k in range(4)]
+    (tmp_path / "agedb_30.bin").write_bytes(python2_bin_pickle(bins, [False, True]))
+    pairs = load_bin(tmp_path / "agedb_30.bin")
+    assert pairs.issame == [False, True] and pairs.images.bins == bins
+
+
+class WritesMarker:
+    """What an attacker would put in a .bin: unpickling it calls os.system."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_bin_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(([jpeg_bytes(0), jpeg_bytes(1)], [True, WritesMarker(marker)]), protocol=4)
+    assert any(op.name == "STACK_GLOBAL" for op, _, _ in pickletools.genops(payload))  # the attack is real
+    (tmp_path / "evil.bin").write_bytes(payload)
+    with pytest.raises(DataError, match=r"refuses to load.*(posix|os)\.system.*could run code"):
+        load_bin(tmp_path / "evil.bin")
+    assert not marker.exists()
+
+
+def test_restricted_loads_plain_data_only():
+    data = {"a": [1, 2.5, None], "b": (b"x", "y", True)}
+    assert restricted_loads(pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)) == data
+    with pytest.raises(DataError, match="numpy"):
+        restricted_loads(pickle.dumps(np.zeros(3)))
+    with pytest.raises(DataError, match="not a readable pickle"):
+        restricted_loads(b"\x80\x04garbage")
+
+
+# ---------------------------------------------------------------- VGGFace2 and CelebA
+
+
+def test_vggface2(tmp_path):
+    people = {"n000002": ("A_Fine_Frenzy", 3), "n000010": ("Aaron Eckhart, Jr.", 2)}
+    write_vggface2(tmp_path, people)
+    source = open_source("vggface2", tmp_path)
+    assert isinstance(source, VGGFace2Source)
+    assert source.keys[0] == "train/n000002/0001_01.jpg"
+    assert source.identities == ["n000002"] * 3 + ["n000010"] * 2
+    assert source.names == {"n000002": "A_Fine_Frenzy", "n000010": "Aaron Eckhart, Jr."}
+    assert source.load(4).size == (32, 32)
+
+    write_vggface2(tmp_path, {"n000005": ("Someone", 1)}, split="test")
+    assert len(VGGFace2Source(tmp_path, split="test")) == 1
+
+
+def test_vggface2_list_naming_a_missing_file(tmp_path):
+    write_vggface2(tmp_path, {"n000002": ("A", 2)})
+    (tmp_path / "train" / "n000002" / "0002_01.jpg").unlink()
+    with pytest.raises(DataError, match=r"line 2 names .*n000002/0002_01\.jpg, which does not exist"):
+        VGGFace2Source(tmp_path)
+
+
+def test_celeba(tmp_path):
+    rows = [("000001.jpg", 2880, 0), ("000002.jpg", 2937, 0), ("000003.jpg", 2880, 1), ("000004.jpg", 12, 2)]
+    write_celeba(tmp_path, rows)
+    everything = open_source("celeba", tmp_path)
+    assert isinstance(everything, CelebASource)
+    assert everything.keys[0] == "img_align_celeba/000001.jpg"
+    assert everything.identities == ["2880", "2937", "2880", "12"]
+    assert CelebASource(tmp_path, partition=0).identities == ["2880", "2937"]
+    assert CelebASource(tmp_path, partition="val").keys == ["img_align_celeba/000003.jpg"]
+    assert CelebASource(tmp_path, partition="test").load(0).mode == "RGB"
+    with pytest.raises(DataError, match="unknown CelebA partition"):
+        CelebASource(tmp_path, partition="holdout")
+    (tmp_path / "img_align_celeba" / "000002.jpg").unlink()
+    with pytest.raises(DataError, match="000002.jpg, which does not exist"):
+        CelebASource(tmp_path)
+
+
+# ---------------------------------------------------------------- LFW pairs and pair lists
+
+HEADER_PAIRS = """2\t2
+Alice\t1\t2
+Bob\t1\t3
+Alice\t1\tBob\t2
+Carol\t1\tAlice\t3
+Carol\t1\t2
+Bob\t2\t3
+Bob\t3\tCarol\t2
+Alice\t2\tCarol\t1
+"""
+
+
+def test_lfw_pairs_with_fold_header(tmp_path):
+    write_lfw_tree(tmp_path, {"Alice": 3, "Bob": 3, "Carol": 2})
+    (tmp_path / "pairs.txt").write_text(HEADER_PAIRS)
+    pairs = load_lfw_pairs(tmp_path / "pairs.txt", tmp_path)
+    assert len(pairs) == 8
+    assert pairs.issame == [True, True, False, False, True, True, False, False]
+    assert pairs.folds == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert pairs.keys[pairs.pairs[2][1]] == "Bob/Bob_0002.jpg"
+    assert pairs.num_images == len(set(pairs.keys)) == 8
+    assert pairs.load(0).size == (32, 32)
+
+
+def test_lfw_pairs_plain_form_and_missing_images(tmp_path):
+    write_lfw_tree(tmp_path, {"Alice": 2, "Bob": 1})
+    (tmp_path / "pairs.txt").write_text("Alice 1 2\nAlice 1 Bob 1\nBob 1 2\n")
+    with pytest.raises(DataError, match=r"line 3 names .*Bob_0002\.jpg, which does not exist"):
+        load_lfw_pairs(tmp_path / "pairs.txt", tmp_path)
+    pairs = load_lfw_pairs(tmp_path / "pairs.txt", tmp_path, skip_missing=True)
+    assert pairs.issame == [True, False] and pairs.skipped == 1 and pairs.folds is None
+    (tmp_path / "short.txt").write_text(HEADER_PAIRS.splitlines()[0] + "\nAlice 1 2\n")
+    with pytest.raises(DataError, match="incomplete"):
+        load_lfw_pairs(tmp_path / "short.txt", tmp_path)
+
+
+def test_pairs_file_round_trip(tmp_path):
+    write_lfw_tree(tmp_path, {"Alice": 3, "Bob": 3, "Carol": 2})
+    (tmp_path / "pairs.txt").write_text(HEADER_PAIRS)
+    pairs = load_lfw_pairs(tmp_path / "pairs.txt", tmp_path)
+    write_pairs(pairs, tmp_path / "used_pairs.txt")
+    again = load_pairs_file(tmp_path / "used_pairs.txt", tmp_path)
+    assert (again.keys, again.pairs, again.issame, again.folds) == (
+        pairs.keys,
+        pairs.pairs,
+        pairs.issame,
+        pairs.folds,
+    )
+    (tmp_path / "simple.txt").write_text(
+        "Alice/Alice_0001.jpg Bob/Bob_0001.jpg 0\nBob/Bob_0001.jpg Bob/Bob_0002.jpg true\n"
+    )
+    simple = load_pairs_file(tmp_path / "simple.txt", tmp_path)
+    assert simple.issame == [False, True] and simple.pairs == [(0, 1), (1, 2)] and simple.folds is None
+
+
+def test_pairset_from_decoded_images():
+    images = [Image.new("L", (8, 8), color=c) for c in (0, 100, 200)]
+    pairs = PairSet(images, pairs=[(0, 1), (1, 2)], issame=[True, False], name="toy")
+    assert pairs.keys == ["toy#0", "toy#1", "toy#2"] and pairs.load(2).mode == "RGB"
+    with pytest.raises(DataError, match="outside"):
+        PairSet(images, pairs=[(0, 3)], issame=[True])
+
+
+# ---------------------------------------------------------------- the shared LFW subset
+
+
+def test_lfw_subset_covered_pairs(tmp_path):
+    root = lfw_subset()
+    pairs = covered_pairs_lfw_subset(root, seed=3)
+    assert len(pairs) == 522 and sum(pairs.issame) == 261
+    identity = [key.split("/")[0] for key in pairs.keys]
+    for (i, j), same in zip(pairs.pairs, pairs.issame):
+        assert (identity[i] == identity[j]) == same
+    assert pairs.folds == sorted(pairs.folds)  # fold by fold, as pairs.txt
+    assert covered_pairs_lfw_subset(root, seed=3).pairs == pairs.pairs
+    assert covered_pairs_lfw_subset(root, seed=4).pairs != pairs.pairs
+    assert len(covered_pairs_lfw_subset(root, seed=3, n_negative=100)) == 361
+    first = pairs.pairs[0]
+    assert pairs.load(first[0]).size == (250, 250)
+    write_pairs(pairs, tmp_path / "pairs_used.txt")
+    assert load_pairs_file(tmp_path / "pairs_used.txt", root).pairs == pairs.pairs
+
+
+def test_lfw_subset_official_pairs_txt():
+    root = lfw_subset()
+    with pytest.raises(DataError, match="does not exist"):
+        load_lfw_pairs(root / "pairs.txt", root)
+    pairs = load_lfw_pairs(root / "pairs.txt", root, skip_missing=True)
+    assert len(pairs) == 261 and all(pairs.issame) and pairs.skipped == 6000 - 261
