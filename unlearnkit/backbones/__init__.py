@@ -38,7 +38,9 @@ def create_backbone(name: str, embedding_size: int = 512, image_size: int = 112,
     """Builds a registered backbone, else wraps the timm model ``name`` (``timm_<name>`` works too)."""
     if name in BACKBONES:
         return BACKBONES.get(name)(embedding_size=embedding_size, image_size=image_size, **kwargs)
-    timm_name = name[len("timm_") :] if name.startswith("timm_") and timm.is_model(name[len("timm_") :]) else name
+    timm_name = name.removeprefix("timm_")
+    if not timm.is_model(timm_name):
+        timm_name = name
     if timm.is_model(timm_name):
         return TimmEmbedding(timm_name, embedding_size=embedding_size, image_size=image_size, **kwargs)
     raise ConfigError(

@@ -112,7 +112,9 @@ class IResNet(nn.Module):
         downsample = None
         if stride != 1 or self.inplanes != planes * IBasicBlock.expansion:
             downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * IBasicBlock.expansion, kernel_size=1, stride=stride, bias=False),
+                nn.Conv2d(
+                    self.inplanes, planes * IBasicBlock.expansion, kernel_size=1, stride=stride, bias=False
+                ),
                 nn.BatchNorm2d(planes * IBasicBlock.expansion, eps=1e-05),
             )
         layers = [IBasicBlock(self.inplanes, planes, stride, downsample)]

@@ -110,7 +110,12 @@ class ArcFaceHead(MarginHead):
     """
 
     def __init__(
-        self, embedding_size: int, num_classes: int, s: float = 64.0, m: float = 0.5, easy_margin: bool = False
+        self,
+        embedding_size: int,
+        num_classes: int,
+        s: float = 64.0,
+        m: float = 0.5,
+        easy_margin: bool = False,
     ):
         super().__init__(embedding_size, num_classes, s, m)
         self.easy_margin = easy_margin
@@ -122,7 +127,9 @@ class ArcFaceHead(MarginHead):
         if self.easy_margin:
             return torch.where(target_cos > 0, cos_theta_m, target_cos)
         threshold = math.cos(math.pi - self.m)
-        return torch.where(target_cos > threshold, cos_theta_m, target_cos - math.sin(math.pi - self.m) * self.m)
+        return torch.where(
+            target_cos > threshold, cos_theta_m, target_cos - math.sin(math.pi - self.m) * self.m
+        )
 
 
 class CentroidHead(CosineHead):
