@@ -16,10 +16,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from unlearnkit.data import verification
 from unlearnkit.data.samplers import PKSampler, ShuffleSampler, shard_contiguous
 from unlearnkit.data.sources import FaceSource, open_source, read_quality_csv
 from unlearnkit.data.splits import PARTS, Split, make_split, read_manifest
 from unlearnkit.data.transforms import FaceTransform
+from unlearnkit.data.verification import PairSet
 from unlearnkit.errors import ConfigError, DataError
 
 # Groups of the retrieval evaluation set (the ``group`` of each evaluation sample).
@@ -49,6 +51,45 @@ class FaceDataset(Dataset):
         if self.groups is not None:
             item["group"] = int(self.groups[i])
         return item
+
+
+class PairImages(Dataset):
+    """The unique images of a pair set (positions ``indices``), as ``{image, index}``."""
+
+    def __init__(self, pair_set: PairSet, transform: FaceTransform, indices) -> None:
+        self.pair_set, self.transform, self.indices = pair_set, transform, np.asarray(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        k = int(self.indices[i])
+        return {"image": self.transform(self.pair_set.load(k)), "index": k}
+
+
+PAIR_FORMATS = ("bin", "lfw", "list", "lfw_subset")
+
+
+def load_pair_set(name: str, format: str, path: str, image_root: str | None = None, seed: int = 0,
+                  skip_missing: bool = False) -> PairSet:
+    """A verification set from a config entry ``{name, format, path, image_root}``.
+
+    Formats: insightface ``bin``; ``lfw`` (pairs.txt over an image folder); ``list`` (``path1 path2 issame``);
+    ``lfw_subset`` (the covered same-person pairs of a subset plus seeded different-person pairs; ``path`` is
+    the subset's root).
+    """
+    if format == "bin":
+        pairs = verification.load_bin(path)
+    elif format == "lfw":
+        pairs = verification.load_lfw_pairs(path, image_root or Path(path).parent, skip_missing=skip_missing)
+    elif format == "list":
+        pairs = verification.load_pairs_file(path, image_root or Path(path).parent, skip_missing=skip_missing)
+    elif format == "lfw_subset":
+        pairs = verification.covered_pairs_lfw_subset(path, seed=seed)
+    else:
+        raise ConfigError(f"unknown pair-set format {format!r}: choose one of {', '.join(PAIR_FORMATS)}")
+    pairs.name = name
+    return pairs
 
 
 class _IndexedSampler(torch.utils.data.Sampler[int]):
@@ -188,9 +229,7 @@ class FaceDataModule(L.LightningDataModule):
         return model
 
     def _load_pairs(self, spec: dict):
-        from unlearnkit.data.verification import load_pair_set
-
-        return load_pair_set(**spec, seed=self.hparams.seed)
+        return load_pair_set(seed=self.hparams.seed, **spec)
 
     def _run_dir(self) -> Path | None:
         if self.trainer is None:
@@ -277,9 +316,7 @@ class FaceDataModule(L.LightningDataModule):
                               groups=None if groups is None else np.asarray(groups)[mine])
         return self._loader(dataset, _IndexedSampler(len(dataset)), self.hparams.eval_batch_size)
 
-    def pair_loader(self, pair_set) -> DataLoader:
-        from unlearnkit.data.verification import PairImages
-
+    def pair_loader(self, pair_set: PairSet) -> DataLoader:
         rank, world = self._rank()
         mine = shard_contiguous(np.arange(pair_set.num_images), rank, world)
         dataset = PairImages(pair_set, self.transform, mine)

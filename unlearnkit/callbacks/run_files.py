@@ -1,0 +1,47 @@
+"""The run directory's files: ``metrics.json`` (final metric values and the cost ledger), written atomically."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from unlearnkit.utils.io import write_json
+
+
+def _scalar(value) -> float | None:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            return None
+        value = value.item()
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+class RunSummary(L.Callback):
+    """Writes ``<run_dir>/metrics.json`` after fit and after validate: every logged scalar plus ``cost/...``."""
+
+    def __init__(self, filename: str = "metrics.json") -> None:
+        self.filename = filename
+
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
+        metrics = {k: v for k, v in metrics.items() if v is not None}
+        if stage == "fit" and hasattr(pl_module, "cost_summary"):
+            metrics.update(pl_module.cost_summary())
+        metrics["epoch"] = trainer.current_epoch
+        if trainer.is_global_zero:
+            path = Path(trainer.default_root_dir) / self.filename
+            write_json(path, {"stage": stage, "model": type(pl_module).__name__, "metrics": metrics})
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._write(trainer, pl_module, "fit")
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "validate":
+            self._write(trainer, pl_module, "validate")

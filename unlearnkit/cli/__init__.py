@@ -1,0 +1,1 @@
+"""The command line: LightningCLI over the base classes, plus report / demo / generate."""

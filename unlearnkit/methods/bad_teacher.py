@@ -1,0 +1,63 @@
+"""Bad teacher: match θ0 on D_r and a randomly initialised ("incompetent") teacher on D_f."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from unlearnkit.backbones import create_backbone
+from unlearnkit.methods.base import METHODS, UnlearningMethod, freeze
+from unlearnkit.methods.scrub import kl_teacher_student
+
+
+@METHODS.register("bad_teacher")
+class BadTeacher(UnlearningMethod):
+    """KL(θ0 ‖ θ) on retain batches + KL(incompetent ‖ θ) on forget batches, on head outputs.
+
+    Source: Chundawat et al., "Can Bad Teaching Induce Forgetting?" (AAAI 2023). Ours: the incompetent
+    teacher is a freshly initialised backbone (seeded by ``bad_seed``) with random head rows; each sample
+    goes through exactly one teacher.
+
+    Args:
+        temperature: KL temperature; bad_seed: seed of the incompetent teacher.
+    """
+
+    parts = ("forget", "retain")
+    needs_teacher = True
+    needs_labels = False  # only head outputs are matched
+
+    def __init__(self, temperature: float = 1.0, bad_seed: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        hp = self.hparams
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(bad_seed)
+            self.incompetent = freeze(create_backbone(hp.backbone, embedding_size=hp.embedding_size,
+                                                      image_size=hp.image_size))
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        generator = torch.Generator().manual_seed(self.hparams.bad_seed)
+        rows = torch.randn(self.num_labels, self.hparams.embedding_size, generator=generator)
+        self.register_buffer("incompetent_head", F.normalize(rows, dim=1).to(self.device), persistent=False)
+
+    def trainable_parameters(self):
+        frozen = {id(p) for p in self.incompetent.parameters()}
+        return [p for p in super().trainable_parameters() if id(p) not in frozen]
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self.incompetent.eval()
+
+    def unlearning_loss(self, batch):
+        t = self.hparams.temperature
+        forget, retain = batch["forget"], batch["retain"]
+        with torch.no_grad():
+            bad = F.normalize(self.incompetent(forget["image"]).float(), dim=1)
+            bad_logits = self.hparams.scale * bad @ self.incompetent_head.T
+            self.cost["teacher_forward_images"] += forget["image"].shape[0]
+            good_logits = self.teacher_logits(self.teacher_embed(retain["image"]))
+        z = self.embed(torch.cat([forget["image"], retain["image"]]))
+        z_f, z_r = z[: forget["image"].shape[0]], z[forget["image"].shape[0]:]
+        loss_f = kl_teacher_student(self.logits(z_f), bad_logits, t)
+        loss_r = kl_teacher_student(self.logits(z_r), good_logits, t)
+        return {"loss": loss_f + loss_r, "forget_kl": loss_f, "retain_kl": loss_r}

@@ -1,0 +1,432 @@
+"""The shared LightningModules: ``FaceModule`` (a backbone + margin head, its optimiser, evaluation outputs and
+cost ledger) and ``UnlearningMethod``, the one base class every unlearning method subclasses.
+
+A method is one file: subclass ``UnlearningMethod``, declare what it needs (class attributes below), and
+implement ``unlearning_loss(batch)``. Loading the original model, the frozen teacher, pseudo-labels,
+optimisers, evaluation, logging and checkpointing all live here or in callbacks.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unlearnkit.backbones import create_backbone, load_backbone_weights
+from unlearnkit.errors import CheckpointError, ConfigError
+from unlearnkit.heads import CentroidHead, create_head
+from unlearnkit.registry import Registry
+
+METHODS: Registry[type[FaceModule]] = Registry("method")
+ARCH_KEYS = ("backbone", "embedding_size", "image_size", "head", "scale", "margin", "num_classes")
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode and no gradients, for teachers."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+class FaceModule(L.LightningModule):
+    """Backbone + margin head with the optimiser, evaluation and cost accounting every run shares.
+
+    Args:
+        backbone: a registered backbone (``timm_resnet10t``, ``iresnet50``, ...) or any timm model name.
+        embedding_size: embedding dimension d.
+        image_size: input side in pixels.
+        head: margin head, ``cosface`` or ``arcface``; ``scale`` (s) and ``margin`` (m) its options.
+        num_classes: identities of the head; taken from the data module when not given.
+        optimizer: ``sgd`` or ``adamw``; lr, momentum, weight_decay as usual.
+        scheduler: ``cosine`` (to 0 over max_epochs), ``step`` (×0.1 at 60 % and 85 %) or ``constant``.
+        warmup_epochs: linear warm-up before the schedule.
+        flip_pairs: embed verification images as emb(x) + emb(flip x), as insightface does.
+    """
+
+    parts: ClassVar[tuple[str, ...]] = ("train",)
+    pk_parts: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        backbone: str = "timm_resnet10t",
+        embedding_size: int = 128,
+        image_size: int = 48,
+        head: str = "cosface",
+        scale: float = 32.0,
+        margin: float = 0.35,
+        num_classes: int | None = None,
+        optimizer: str = "sgd",
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        scheduler: str = "cosine",
+        warmup_epochs: float = 0.0,
+        flip_pairs: bool = True,
+    ) -> None:
+        super().__init__()
+        if lr <= 0:
+            raise ConfigError(f"lr must be positive, got {lr}: set model.lr to e.g. 0.01")
+        if optimizer not in ("sgd", "adamw"):
+            raise ConfigError(f"unknown optimizer {optimizer!r}: choose sgd or adamw")
+        if scheduler not in ("cosine", "step", "constant"):
+            raise ConfigError(f"unknown scheduler {scheduler!r}: choose cosine, step or constant")
+        self.save_hyperparameters()
+        self.backbone = create_backbone(backbone, embedding_size=embedding_size, image_size=image_size)
+        self.head: nn.Module | None = None
+        if num_classes:
+            self.build_head(num_classes)
+        self.cost = {"forward_images": 0, "backward_images": 0, "teacher_forward_images": 0}
+        self._fit_started: float | None = None
+
+    @property
+    def train_parts(self) -> tuple[str, ...]:
+        """Data parts each training step receives, as ``{part: batch}``; the first fixes the epoch length."""
+        return self.parts
+
+    # ------------------------------------------------------------- model pieces
+    def build_head(self, num_classes: int, init: torch.Tensor | None = None) -> None:
+        hp = self.hparams
+        self.head = create_head(hp.head, hp.embedding_size, num_classes, s=hp.scale, m=hp.margin)
+        if init is not None:
+            with torch.no_grad():
+                self.head.weight.copy_(F.normalize(init, dim=1))
+        self.hparams["num_classes"] = num_classes
+
+    def setup(self, stage: str) -> None:
+        if self.head is None:
+            self.build_head(self.trainer.datamodule.num_classes)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised student embeddings; counts images for the cost ledger."""
+        n = images.shape[0]
+        self.cost["forward_images"] += n
+        if torch.is_grad_enabled() and self.training:
+            self.cost["backward_images"] += n
+        return F.normalize(self.backbone(images).float(), dim=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embed(images)
+
+    # ------------------------------------------------------------- training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        losses = self.compute_loss(batch)
+        if isinstance(losses, torch.Tensor):
+            losses = {"loss": losses}
+        if not torch.isfinite(losses["loss"]):
+            raise FloatingPointError(f"the loss is {losses['loss'].item()}: lower model.lr or check the data")
+        batch_size = next(iter(batch.values()))["image"].shape[0]
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, prog_bar=True,
+                      batch_size=batch_size)
+        return losses["loss"]
+
+    def compute_loss(self, batch: dict) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Margin loss on the training part (pretraining and the retrain oracle)."""
+        data = batch[self.parts[0]]
+        return self.head.loss(self.embed(data["image"]), data["label"])
+
+    def trainable_parameters(self):
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = self.trainable_parameters()
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(hp.warmup_epochs * total / max(1, self.trainer.max_epochs or 1))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            t = (step - warmup) / max(1, total - warmup)
+            if hp.scheduler == "cosine":
+                return 0.5 * (1 + np.cos(np.pi * min(t, 1.0)))
+            if hp.scheduler == "step":
+                return 0.1 ** ((t >= 0.6) + (t >= 0.85))
+            return 1.0
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------- evaluation
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        """Embeddings for the evaluation callback (fp32, normalised); pair images add their flip."""
+        images = batch["image"]
+        z = self.backbone(images).float()
+        if dataloader_idx > 0 and self.hparams.flip_pairs:
+            z = z + self.backbone(images.flip(-1)).float()
+        return {"embedding": F.normalize(z, dim=1)}
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        return self.validation_step(batch, batch_idx, dataloader_idx)
+
+    # ------------------------------------------------------------- cost ledger
+    def on_fit_start(self) -> None:
+        self._fit_started = time.perf_counter()
+
+    def on_fit_end(self) -> None:
+        if self._fit_started is not None:
+            self.cost["wall_seconds"] = time.perf_counter() - self._fit_started
+
+    def cost_summary(self) -> dict[str, float]:
+        """The run's cost (summed over ranks): wall seconds, optimiser steps, images seen."""
+        counts = {k: v for k, v in self.cost.items() if k != "wall_seconds"}
+        if self.trainer is not None and self.trainer.world_size > 1:
+            t = torch.tensor(list(counts.values()), dtype=torch.float64, device=self.device)
+            t = self.trainer.strategy.reduce(t, reduce_op="sum")
+            counts = dict(zip(counts, t.tolist()))
+        out = {f"cost/{k}": float(v) for k, v in counts.items()}
+        out["cost/optimizer_steps"] = float(self.trainer.global_step if self.trainer else 0)
+        out["cost/wall_seconds"] = float(self.cost.get("wall_seconds", 0.0))
+        return out
+
+
+@METHODS.register("pretrain")
+class Pretrain(FaceModule):
+    """Margin loss on D = D_f ∪ D_r: produces the original model θ0."""
+
+    parts = ("train",)
+
+
+@METHODS.register("retrain")
+class Retrain(FaceModule):
+    """The retrain-from-scratch oracle: the pretraining recipe on D_r only."""
+
+    parts = ("retain",)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A Lightning checkpoint or a plain state dict, read without running code from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: give the path of the original model")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors, truncated zips
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"cannot read checkpoint {path} safely: {first}") from err
+
+
+class UnlearningMethod(FaceModule):
+    """Base of every unlearning method: starts from the original model θ0 and updates a copy.
+
+    Class attributes a method sets:
+        needs_labels: reads identity labels (else label-free, like CURE).
+        needs_teacher: keeps a frozen copy of θ0 as ``self.teacher``.
+        parts: the data parts each step receives, the first one fixing the epoch length (``retain`` is
+            added when a retain term is on).
+        pk_parts: parts served as P×K identity batches.
+        protocols: the forget protocols it supports.
+
+    Args:
+        original: the original model: our Lightning checkpoint (backbone, head and architecture) or an
+            insightface ``backbone.pth`` (then the head is initialised from identity centroids).
+        labels: ``true`` (identity labels) or ``pseudo`` (K-means clusters of θ0's embeddings with a
+            cosine-to-centroid head: the label-free variant of a supervised method).
+        num_clusters: K for pseudo-labels (default round(sqrt(#training images))).
+        retain_weight: λ_r of the optional retain term (0 = off) where a method has one.
+    """
+
+    needs_labels: ClassVar[bool] = True
+    needs_teacher: ClassVar[bool] = False
+    parts: ClassVar[tuple[str, ...]] = ("forget",)
+    protocols: ClassVar[tuple[str, ...]] = ("identity", "sample", "quality")
+
+    def __init__(self, original: str | None = None, labels: str = "true", num_clusters: int | None = None,
+                 retain_weight: float = 0.0, lr: float = 0.01, scheduler: str = "constant", **kwargs) -> None:
+        if labels not in ("true", "pseudo"):
+            raise ConfigError(f"labels must be 'true' or 'pseudo', got {labels!r}")
+        if retain_weight < 0:
+            raise ConfigError(f"retain_weight must be ≥ 0, got {retain_weight}")
+        if num_clusters is not None and num_clusters < 2:
+            raise ConfigError(f"num_clusters must be ≥ 2, got {num_clusters}")
+        arch = self._architecture_of(original) if original else {}
+        kwargs.update(arch)
+        super().__init__(lr=lr, scheduler=scheduler, **kwargs)
+        self.save_hyperparameters()
+        self.teacher: nn.Module | None = None
+        if self.uses_teacher:
+            self.teacher = freeze(copy.deepcopy(self.backbone))
+        self.pseudo_head: CentroidHead | None = None
+        self._original_loaded = False
+
+    # ------------------------------------------------------------- declarations
+    @property
+    def train_parts(self) -> tuple[str, ...]:
+        if self.hparams.retain_weight > 0 and "retain" not in self.parts:
+            return (*self.parts, "retain")
+        return self.parts
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.needs_teacher or self.pseudo_labels
+
+    @property
+    def pseudo_labels(self) -> bool:
+        return self.hparams.get("labels", "true") == "pseudo"
+
+    @classmethod
+    def check_protocol(cls, protocol: str, labels: str = "true") -> None:
+        if protocol not in cls.protocols:
+            raise ConfigError(f"method {cls.__name__} does not support the {protocol!r} forget protocol"
+                              f" (supports: {', '.join(cls.protocols)})")
+        if cls.needs_labels and labels == "true" and protocol != "identity":
+            raise ConfigError(f"method {cls.__name__} needs identity labels, which the {protocol!r} protocol"
+                              " hides: set model.labels: pseudo for its label-free variant")
+
+    # ------------------------------------------------------------- the original model
+    @staticmethod
+    def _architecture_of(original: str) -> dict:
+        ckpt = read_checkpoint(original)
+        hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+        return {k: hp[k] for k in ARCH_KEYS if hp and k in hp}
+
+    def load_original(self) -> None:
+        """Load θ0 into the student (and teacher); the head too where the checkpoint has one."""
+        if self._original_loaded or not self.hparams.original:
+            return
+        ckpt = read_checkpoint(self.hparams.original)
+        state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
+        load_backbone_weights(self.backbone, state, strict=True)
+        head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
+        if head_state:
+            if self.head is None:
+                self.build_head(head_state["weight"].shape[0])
+            try:
+                self.head.load_state_dict(head_state, strict=True)
+            except RuntimeError as err:
+                raise CheckpointError(f"head of {self.hparams.original} does not match: "
+                                      f"{str(err).splitlines()[0]}") from err
+        if self.teacher is not None:
+            self.teacher.load_state_dict(self.backbone.state_dict())
+        self._original_loaded = True
+
+    @property
+    def quality_model(self) -> nn.Module:
+        """θ0's backbone, for the label-free quality score of the quality protocol."""
+        self.load_original()
+        return self.teacher if self.teacher is not None else self.backbone
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        self.check_protocol(datamodule.hparams.protocol, self.hparams.labels)
+        self.load_original()
+        if self.head is None:
+            # an insightface backbone.pth has no head: start from θ0's identity centroids
+            self.build_head(datamodule.num_classes, init=self._identity_centroids(datamodule))
+        if self.uses_teacher:
+            # θ0's head rows, frozen, for teacher logits (not saved: θ0 is reloaded from ``original``)
+            self.register_buffer("teacher_head", self.head.class_rows().detach().clone(), persistent=False)
+        if stage == "fit" and self.pseudo_labels:
+            self._build_pseudo_labels(datamodule)
+
+    # ------------------------------------------------------------- teacher embeddings and clustering
+    @torch.no_grad()
+    def embed_indices(self, indices, model: nn.Module | None = None) -> torch.Tensor:
+        """Normalised embeddings of source ``indices`` (every rank computes all of them, in order)."""
+        model = model if model is not None else (self.teacher or self.backbone)
+        was_training = model.training
+        model.eval()
+        out = []
+        for batch in self.trainer.datamodule.eval_loader(indices, shard=False):
+            out.append(F.normalize(model(batch["image"].to(self.device)).float(), dim=1))
+        model.train(was_training)
+        self.cost["teacher_forward_images"] += len(indices)
+        return torch.cat(out) if out else torch.empty(0, self.hparams.embedding_size, device=self.device)
+
+    def broadcast(self, obj):
+        """Rank 0's value on every rank (K-means must be computed once and shared under DDP)."""
+        if self.trainer is not None and self.trainer.world_size > 1:
+            return self.trainer.strategy.broadcast(obj, src=0)
+        return obj
+
+    def _identity_centroids(self, datamodule) -> torch.Tensor:
+        indices = datamodule.part_indices("train")
+        z = self.embed_indices(indices, self.backbone)
+        labels = torch.as_tensor(datamodule.labels[indices], device=z.device)
+        centroids = torch.zeros(datamodule.num_classes, z.shape[1], device=z.device).index_add_(0, labels, z)
+        return F.normalize(centroids, dim=1).cpu()
+
+    def _build_pseudo_labels(self, datamodule) -> None:
+        """K-means on θ0's embeddings of the training images → a label per image and a centroid head."""
+        from unlearnkit.metrics.search import kmeans
+
+        indices = datamodule.part_indices("train")
+        k = self.hparams.num_clusters or max(2, round(np.sqrt(len(indices))))
+        if k > len(indices):
+            raise ConfigError(f"num_clusters={k} is larger than the {len(indices)} training images")
+        result = None
+        if self.global_rank == 0:
+            z = self.embed_indices(indices)
+            centroids, assign = kmeans(z.cpu(), k, seed=datamodule.hparams.seed)
+            table = torch.full((len(datamodule.source),), -1, dtype=torch.long)
+            table[torch.as_tensor(indices)] = assign.long()
+            result = (centroids, table)
+        centroids, table = self.broadcast(result)
+        self.register_buffer("pseudo_table", table.to(self.device), persistent=False)
+        self.pseudo_head = CentroidHead(centroids.to(self.device), s=self.hparams.scale, m=self.hparams.margin)
+
+    # ------------------------------------------------------------- helpers methods use
+    def labels_of(self, data: dict) -> torch.Tensor:
+        """Identity labels, or cluster labels in the label-free variant."""
+        if self.pseudo_labels:
+            return self.pseudo_table[data["index"]]
+        return data["label"]
+
+    @property
+    def active_head(self) -> nn.Module:
+        return self.pseudo_head if self.pseudo_labels else self.head
+
+    @property
+    def num_labels(self) -> int:
+        return self.active_head.num_classes
+
+    def margin_loss(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.active_head.loss(z, labels)
+
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled cosine logits without margin (for KL between models)."""
+        return self.active_head.logits(z)
+
+    @torch.no_grad()
+    def teacher_embed(self, images: torch.Tensor) -> torch.Tensor:
+        self.cost["teacher_forward_images"] += images.shape[0]
+        return F.normalize(self.teacher(images).float(), dim=1)
+
+    def teacher_logits(self, z_teacher: torch.Tensor) -> torch.Tensor:
+        """θ0's scaled cosine logits for teacher embeddings (cluster centroids in the label-free variant)."""
+        if self.pseudo_labels:
+            return self.pseudo_head.logits(z_teacher)
+        return self.hparams.scale * z_teacher @ F.normalize(self.teacher_head, dim=1).T
+
+    def retain_term(self, batch: dict) -> torch.Tensor:
+        """λ_r · margin loss on a retain batch (NegGrad+ style), 0 when off or no retain batch is drawn."""
+        if self.hparams.retain_weight == 0 or "retain" not in batch:
+            return torch.zeros((), device=self.device)
+        data = batch["retain"]
+        return self.hparams.retain_weight * self.margin_loss(self.embed(data["image"]), self.labels_of(data))
+
+    def trainable_parameters(self):
+        teacher = {id(p) for p in self.teacher.parameters()} if self.teacher is not None else set()
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in teacher]
+
+    def compute_loss(self, batch: dict):
+        return self.unlearning_loss(batch)
+
+    def unlearning_loss(self, batch: dict[str, dict]) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The method's loss on ``batch`` = {part: {image, label, index}}; return a tensor or a dict with 'loss'."""
+        raise NotImplementedError
+
+    def on_train_epoch_start(self) -> None:
+        if self.teacher is not None:
+            self.teacher.eval()

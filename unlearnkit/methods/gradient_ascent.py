@@ -1,0 +1,22 @@
+"""Gradient ascent (GA / NegGrad): maximise the margin loss on D_f; NegGrad+ adds a retain term."""
+
+from __future__ import annotations
+
+from unlearnkit.methods.base import METHODS, UnlearningMethod
+
+
+@METHODS.register("gradient_ascent")
+class GradientAscent(UnlearningMethod):
+    """−(margin loss on D_f) + λ_r · margin loss on D_r (``retain_weight``; 0 = plain NegGrad).
+
+    Source: NegGrad as in Golatkar et al. (2020) / Kurmanji et al. (SCRUB, 2023, "NegGrad+").
+    Ours: the loss is the face margin loss (CosFace by default), not softmax cross-entropy.
+    """
+
+    parts = ("forget",)
+
+    def unlearning_loss(self, batch):
+        data = batch["forget"]
+        forget = self.margin_loss(self.embed(data["image"]), self.labels_of(data))
+        retain = self.retain_term(batch)
+        return {"loss": -forget + retain, "forget_loss": forget, "retain_loss": retain}

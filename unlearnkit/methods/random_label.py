@@ -1,0 +1,26 @@
+"""Random labeling (RL): train D_f towards labels drawn uniformly from the other classes."""
+
+from __future__ import annotations
+
+import torch
+
+from unlearnkit.methods.base import METHODS, UnlearningMethod
+
+
+@METHODS.register("random_label")
+class RandomLabel(UnlearningMethod):
+    """Margin loss on (x_f, ỹ) with ỹ uniform over classes ≠ y, plus the optional retain term.
+
+    Source: Graves et al., "Amnesiac Machine Learning" (AAAI 2021). A fresh label is drawn every step.
+    """
+
+    parts = ("forget",)
+
+    def unlearning_loss(self, batch):
+        data = batch["forget"]
+        labels = self.labels_of(data)
+        other = torch.randint(0, self.num_labels - 1, labels.shape, device=labels.device)
+        other = other + (other >= labels).long()  # uniform over the other classes
+        forget = self.margin_loss(self.embed(data["image"]), other)
+        retain = self.retain_term(batch)
+        return {"loss": forget + retain, "forget_loss": forget, "retain_loss": retain}
