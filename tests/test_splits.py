@@ -1,0 +1,83 @@
+"""Forget protocols: disjoint parts, determinism, manifests that round-trip, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unlearnkit.data.splits import make_split, read_manifest
+from unlearnkit.errors import DataError
+
+
+def _toy(n_ids=10, per=6):
+    identities = [f"id{i:02d}" for i in range(n_ids) for _ in range(per)]
+    keys = [f"{ident}/{j}.jpg" for j, ident in enumerate(identities)]
+    quality = np.linspace(0, 1, len(keys))[::-1].copy()
+    return keys, identities, quality
+
+
+@pytest.mark.parametrize("protocol", ["identity", "sample", "quality"])
+def test_every_image_in_exactly_one_part_and_deterministic(protocol):
+    keys, ids, q = _toy()
+    forget = 3 if protocol == "identity" else 0.2
+    a = make_split(keys, ids, protocol, forget, heldout_per_identity=2, quality=q, seed=1)
+    b = make_split(keys, ids, protocol, forget, heldout_per_identity=2, quality=q, seed=1)
+    c = make_split(keys, ids, protocol, forget, heldout_per_identity=2, quality=q, seed=2)
+    assert (a.parts == b.parts).all()
+    assert (a.parts != c.parts).any()
+    counts = a.counts()
+    assert sum(counts.values()) == len(keys)
+    assert counts["heldout"] == 2 * 10
+    if protocol == "identity":
+        forgotten = {ids[i] for i in a.indices("forget")}
+        assert len(forgotten) == 3
+        # no retain training image of a forgotten person
+        assert not forgotten & {ids[i] for i in a.indices("retain")}
+    else:
+        assert counts["forget"] == round(0.2 * 40)
+    if protocol == "quality":
+        forget_q = q[a.indices("forget")]
+        retain_q = q[a.indices("retain")]
+        assert forget_q.max() <= retain_q.min()
+
+
+def test_forget_list_and_unknown_identity():
+    keys, ids, _ = _toy()
+    split = make_split(keys, ids, "identity", forget_identities=["id01", "id04"], heldout_per_identity=1)
+    assert split.forget_identities == ["id01", "id04"]
+    with pytest.raises(DataError, match="not in the data set"):
+        make_split(keys, ids, "identity", forget_identities=["nobody"])
+
+
+@pytest.mark.parametrize("kwargs", [dict(forget_identities=[]), dict(forget=10), dict(forget=0)])
+def test_empty_or_total_forget_sets_are_refused(kwargs):
+    keys, ids, _ = _toy()
+    with pytest.raises(DataError):
+        make_split(keys, ids, "identity", **kwargs)
+
+
+def test_manifest_round_trip(tmp_path):
+    keys, ids, q = _toy()
+    split = make_split(keys, ids, "quality", 0.25, quality=q, seed=3)
+    path = split.write_manifest(tmp_path / "split.csv")
+    back = read_manifest(path, keys, ids, "quality")
+    assert (back.parts == split.parts).all()
+    np.testing.assert_allclose(back.quality, split.quality, atol=1e-6)
+    assert path.read_text().splitlines()[0] == "path,identity,split,quality"
+    with pytest.raises(DataError, match="another data set"):
+        read_manifest(path, keys + ["extra/1.jpg"], ids + ["extra"], "quality")
+
+
+def test_datamodule_writes_manifest_and_serves_indices(tiny_faces, tmp_path):
+    from conftest import tiny_datamodule
+
+    dm = tiny_datamodule(tiny_faces)
+    dm.setup("fit")
+    indices, groups = dm.eval_groups()
+    assert len(set(indices.tolist())) == len(indices)
+    batch = next(iter(dm.eval_loader(indices, groups)))
+    assert set(batch) == {"image", "label", "index", "group"}
+    assert batch["image"].shape[1:] == (3, 32, 32)
+    loader = dm.train_loader("forget", pk=True)
+    labels = next(iter(loader))["label"]
+    assert len(labels) == 12 and len(set(labels.tolist())) == 3  # P×K = 3 × 4
