@@ -112,6 +112,7 @@ def test_timm_creates_iresnets():
     assert model.fc.in_features == 512 * 7 * 7 and model.embedding_size == 512
     assert "iresnet18" in timm.list_models("iresnet*")
     assert timm.create_model("iresnet18", num_classes=128).embedding_size == 128
+    assert timm.create_model("iresnet18", num_features=64, image_size=48).fc.out_features == 64
     with pytest.raises(ValueError, match="load_backbone_weights"):
         timm.create_model("iresnet18", pretrained=True)
 

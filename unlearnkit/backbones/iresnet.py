@@ -140,9 +140,11 @@ class IResNet(nn.Module):
 
 
 def _iresnet(arch: str, pretrained: bool = False, **kwargs) -> IResNet:
-    """Builds ``arch``; drops the arguments timm's factory always passes, maps timm's ``num_classes``."""
+    """Builds ``arch``; drops the arguments timm's factory always passes, maps ``num_classes``/``num_features``."""
     for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
         kwargs.pop(key, None)
+    if "num_features" in kwargs:  # arcface_torch's get_model(name, num_features=...) spelling
+        kwargs.setdefault("embedding_size", kwargs.pop("num_features"))
     num_classes = kwargs.pop("num_classes", None)
     if num_classes:  # timm's "width of the last layer"; 0 (features only) is what IResNet gives anyway
         kwargs.setdefault("embedding_size", num_classes)
