@@ -1,0 +1,377 @@
+"""The metrics of SPEC §3 as plain functions of embeddings: retrieval, compactness, verification, UES, MIA.
+
+Inputs may be torch tensors or numpy arrays; results are python floats (or dicts of them). Embeddings are
+L2-normalised here, so callers can pass raw backbone outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "retrieval",
+    "compactness",
+    "compactness_per_identity",
+    "verification",
+    "ues",
+    "membership_inference",
+    "mia_features",
+]
+
+
+def _embeddings(x) -> torch.Tensor:
+    """A float32, L2-normalised 2-D tensor on the input's device (numpy arrays go to the CPU)."""
+    x = torch.as_tensor(x).detach().float()
+    if x.dim() != 2:
+        raise ValueError(f"embeddings must be 2-D (n, d), got shape {tuple(x.shape)}")
+    return F.normalize(x, dim=1)
+
+
+def _label_codes(labels, n: int) -> tuple[np.ndarray, torch.Tensor]:
+    """Distinct label values and each sample's index into them (labels may be ints or strings)."""
+    values = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
+    if values.shape[0] != n:
+        raise ValueError(f"{values.shape[0]} labels for {n} embeddings")
+    uniques, codes = np.unique(values, return_inverse=True)
+    return uniques, torch.from_numpy(codes.reshape(-1).astype(np.int64))
+
+
+def _mask(mask, n: int, device) -> torch.Tensor:
+    if mask is None:
+        return torch.arange(n, device=device)
+    mask = torch.as_tensor(mask, device=device).reshape(-1).bool()
+    if mask.numel() != n:
+        raise ValueError(f"mask of {mask.numel()} entries for {n} embeddings")
+    return mask.nonzero().squeeze(1)
+
+
+# ---------------------------------------------------------------------------------------------- retrieval
+def _order_keys(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordered as (row, value): one sorted 1-D search then serves every row of a chunk at once.
+
+    The float32 bit pattern is mapped to an unsigned order-preserving integer (exact, unlike adding a row
+    offset to the float); ``+ 0.0`` turns -0.0 into +0.0 so that values equal as floats get equal keys.
+    """
+    bits = (values + 0.0).contiguous().view(torch.int32).to(torch.int64)
+    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + 2**31
+    return rows.to(torch.int64) * 2**32 + bits
+
+
+def _chance_hit(k: int, greater: torch.Tensor, tied: torch.Tensor, tied_pos: torch.Tensor) -> torch.Tensor:
+    """P(top-k holds a positive) when the best positive ties with ``tied`` items (``tied_pos`` positives)
+    and ``greater`` negatives score above it, the tie order being random: 1 - C(tied-tied_pos, m)/C(tied, m)
+    with m = k - greater free places."""
+    free = k - greater
+    miss = torch.ones_like(tied)
+    for i in range(k):
+        term = ((tied - tied_pos - i) / (tied - i).clamp(min=1)).clamp(min=0)
+        miss = torch.where(i < free, miss * term, miss)
+    hit = torch.where(free >= tied, torch.ones_like(miss), 1 - miss)
+    return torch.where(free <= 0, torch.zeros_like(hit), hit)
+
+
+# share of a chunk's scores at or above the lowest positive beyond which searching every score is cheaper
+# than picking those candidates out first (measured on 2 CPU cores, N = 20,000, d = 512)
+DENSE_SHARE = 0.1
+
+
+def _reach_histogram(scores: torch.Tensor, pos: torch.Tensor, best: torch.Tensor):
+    """For each query row: how many gallery items reach exactly r of its positives (score >= positive
+    score), r = 0..pmax, and how many score strictly above its best positive.
+
+    Only items scoring at least the row's lowest positive can count. When they are few (trained models) they
+    are picked out and placed among their row's positives by one binary search over (row, score) keys;
+    otherwise every score is searched in its row's positives directly.
+    """
+    q, pmax = pos.shape
+    row_ids = torch.arange(q, device=scores.device)
+    candidates = scores >= pos[:, :1]
+    per_row = candidates.sum(1, dtype=torch.int32)
+    if int(per_row.sum()) > DENSE_SHARE * scores.numel():
+        reached = torch.searchsorted(pos, scores, right=True, out_int32=True)
+        bins = (reached + (row_ids * (pmax + 1)).int().unsqueeze(1)).reshape(-1)
+        greater = (scores > best.unsqueeze(1)).sum(1)
+    else:
+        values = scores[candidates]
+        rows = torch.repeat_interleave(row_ids, per_row)
+        pos_keys = _order_keys(pos, row_ids.unsqueeze(1).expand(q, pmax)).reshape(-1)
+        reached = torch.searchsorted(pos_keys, _order_keys(values, rows), right=True) - rows * pmax
+        bins = rows * (pmax + 1) + reached
+        greater = torch.bincount(rows, weights=(values > best[rows]).double(), minlength=q)
+    hist = torch.bincount(bins, minlength=q * (pmax + 1)).reshape(q, pmax + 1)
+    return hist, greater.double()
+
+
+def _retrieval_chunk(scores: torch.Tensor, pos: torch.Tensor, n_pos: torch.Tensor, ks: Sequence[int]):
+    """AP and R@k of a chunk of queries from their gallery scores and their positives' scores.
+
+    ``pos`` holds each row's positive scores sorted ascending, padded with +inf. AP = mean over positives p of
+    (#positives scoring >= p) / (#items scoring >= p): sklearn's step-wise AP, where a group of tied scores is
+    one threshold.
+    """
+    pmax = pos.shape[1]
+    top = (n_pos - 1).clamp(min=0).unsqueeze(1)
+    best = pos.gather(1, top).squeeze(1)
+    hist, greater = _reach_histogram(scores, pos, best)
+    # at_least[:, j]: gallery items scoring >= the j-th lowest positive (the positive itself included)
+    at_least = hist.flip(1).cumsum(1).flip(1)[:, 1:].double()
+    # positives scoring >= the j-th lowest positive (ties share the count)
+    pos_at_least = (n_pos.unsqueeze(1) - torch.searchsorted(pos, pos, right=False)).double()
+    valid = torch.arange(pmax, device=pos.device) < n_pos.unsqueeze(1)
+    precision = torch.where(valid, pos_at_least / at_least.clamp(min=1), torch.zeros_like(at_least))
+    ap = precision.sum(1) / n_pos.clamp(min=1)
+
+    tied = at_least.gather(1, top).squeeze(1) - greater
+    tied_pos = pos_at_least.gather(1, top).squeeze(1)
+    recalls = {k: _chance_hit(k, greater, tied, tied_pos) for k in ks}
+    return ap, recalls
+
+
+def retrieval(embeddings, labels, ks: Sequence[int] = (1, 5), query_mask=None, gallery_mask=None,
+              chunk_size: int = 1024) -> dict[str, float]:
+    """mAP and R@k by cosine, leave-one-out (each query against every other gallery image).
+
+    AP equals sklearn's ``average_precision_score`` on the query's gallery scores (ties grouped); R@k counts
+    ties at the k-th place by their expected value under random tie order, so identical embeddings score
+    chance. Queries without a positive in the gallery are skipped; ``n_queries`` counts the others.
+    Memory stays at one ``chunk_size`` x gallery block of scores.
+    """
+    x = _embeddings(embeddings)
+    n, device = x.shape[0], x.device
+    _, codes = _label_codes(labels, n)
+    codes = codes.to(device)
+    ks = tuple(int(k) for k in ks)
+    if any(k < 1 for k in ks):
+        raise ValueError(f"ks must be positive, got {ks}")
+    queries = _mask(query_mask, n, device)
+    gallery = _mask(gallery_mask, n, device)
+    # gallery sorted by label: each label's positives are one contiguous block of columns
+    gallery = gallery[torch.sort(codes[gallery], stable=True).indices]
+    g_codes = codes[gallery]
+    n_labels = int(codes.max()) + 1 if n else 0
+    block_len = torch.bincount(g_codes, minlength=n_labels)
+    block_start = torch.cumsum(block_len, 0) - block_len
+    column_of = torch.full((n,), -1, dtype=torch.long, device=device)
+    column_of[gallery] = torch.arange(gallery.numel(), device=device)
+    g = x[gallery]
+    pmax = int(block_len.max()) if gallery.numel() else 0
+
+    ap_sum, hits, n_queries = 0.0, dict.fromkeys(ks, 0.0), 0
+    for start in range(0, queries.numel() if pmax else 0, chunk_size):
+        qi = queries[start:start + chunk_size]
+        scores = x[qi] @ g.T
+        rows = torch.arange(qi.numel(), device=device)
+        self_col = column_of[qi]
+        is_in = self_col >= 0
+        scores[rows[is_in], self_col[is_in]] = -math.inf  # a query never retrieves itself
+        q_codes = codes[qi]
+        offsets = torch.arange(pmax, device=device)
+        cols = block_start[q_codes].unsqueeze(1) + offsets
+        valid = (offsets < block_len[q_codes].unsqueeze(1)) & (cols != self_col.unsqueeze(1))
+        pos = scores.gather(1, cols.clamp(max=g.shape[0] - 1))
+        pos = torch.where(valid, pos, torch.full_like(pos, math.inf)).sort(1).values
+        n_pos = valid.sum(1)
+        ap, recalls = _retrieval_chunk(scores, pos, n_pos, ks)
+        has = n_pos > 0
+        ap_sum += float(ap[has].sum())
+        for k in ks:
+            hits[k] += float(recalls[k][has].sum())
+        n_queries += int(has.sum())
+    nan = float("nan")
+    out = {"mAP": ap_sum / n_queries if n_queries else nan}
+    out.update({f"R@{k}": hits[k] / n_queries if n_queries else nan for k in ks})
+    out["n_queries"] = n_queries
+    return out
+
+
+# -------------------------------------------------------------------------------------------- compactness
+def compactness_per_identity(embeddings, labels) -> dict:
+    """Mean pairwise cosine (i != j) of each identity's embeddings, for identities with >= 2 images.
+
+    Uses ||sum z||^2 - sum ||z||^2 = sum_{i != j} z_i.z_j, so it costs O(n d) instead of a pairwise matrix.
+    """
+    x = _embeddings(embeddings).double()
+    uniques, codes = _label_codes(labels, x.shape[0])
+    codes = codes.to(x.device)
+    sums = torch.zeros(len(uniques), x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, codes, x)
+    norms = torch.zeros(len(uniques), dtype=x.dtype, device=x.device).index_add_(0, codes, (x * x).sum(1))
+    counts = torch.bincount(codes, minlength=len(uniques)).double()
+    pair_sum = (sums * sums).sum(1) - norms
+    out = {}
+    for i, label in enumerate(uniques.tolist()):
+        if counts[i] >= 2:
+            out[label] = float(pair_sum[i] / (counts[i] * (counts[i] - 1)))
+    return out
+
+
+def compactness(embeddings, labels) -> float:
+    """Cluster Compactness Score: the mean over identities of their mean pairwise cosine (nan if none)."""
+    per_identity = compactness_per_identity(embeddings, labels)
+    return float(np.mean(list(per_identity.values()))) if per_identity else float("nan")
+
+
+# ------------------------------------------------------------------------------------------- verification
+def _fold_indices(n: int, folds: int):
+    """sklearn's ``KFold(folds, shuffle=False)`` over the pair list, as insightface's LFold."""
+    from sklearn.model_selection import KFold
+
+    return KFold(n_splits=folds, shuffle=False).split(np.arange(n))
+
+
+def _counts_below(dist: np.ndarray, issame: np.ndarray, thresholds: np.ndarray):
+    """True and false accepts (dist < threshold, insightface's ``np.less``) at every threshold at once."""
+    same = np.sort(dist[issame])
+    diff = np.sort(dist[~issame])
+    return (np.searchsorted(same, thresholds, side="left"), np.searchsorted(diff, thresholds, side="left"),
+            same.size, diff.size)
+
+
+def verification(emb1, emb2, issame, folds: int = 10, far: float = 1e-3) -> dict[str, float]:
+    """Pair verification as insightface's ``eval/verification.py``: accuracy with 10-fold thresholds on
+    squared L2 distance of normalised embeddings, and TAR at a target FAR (insightface's VAL@FAR).
+
+    TAR@FAR: insightface interpolates FAR -> threshold with ``interp1d``, which fails on repeated FAR values
+    (issues #2152, #2290); here each fold takes the largest threshold (grid step 0.001) whose train-fold FAR
+    is <= the target and reports the test fold's TAR there. ``threshold`` is the mean of the per-fold
+    accuracy thresholds.
+    """
+    z1 = _embeddings(emb1).double().cpu().numpy()
+    z2 = _embeddings(emb2).double().cpu().numpy()
+    same = np.asarray(issame.detach().cpu() if isinstance(issame, torch.Tensor) else issame).reshape(-1).astype(bool)
+    if not (z1.shape == z2.shape and z1.shape[0] == same.shape[0]):
+        raise ValueError(f"pair shapes differ: {z1.shape}, {z2.shape}, {same.shape[0]} labels")
+    dist = np.sum(np.square(z1 - z2), 1)
+    acc_thresholds = np.arange(0, 4, 0.01)
+    far_thresholds = np.arange(0, 4, 0.001)
+    accuracy, best, tar = [], [], []
+    for train, test in _fold_indices(len(dist), folds):
+        tp, fp, n_same, n_diff = _counts_below(dist[train], same[train], acc_thresholds)
+        train_acc = (tp + n_diff - fp) / len(train)
+        threshold = acc_thresholds[np.argmax(train_acc)]
+        test_pred = dist[test] < threshold
+        accuracy.append(np.mean(test_pred == same[test]))
+        best.append(threshold)
+
+        _, fa, _, n_diff = _counts_below(dist[train], same[train], far_thresholds)
+        train_far = fa / max(n_diff, 1)
+        threshold = far_thresholds[np.nonzero(train_far <= far)[0][-1]]  # threshold 0 accepts nothing: FAR 0
+        accepted = dist[test] < threshold
+        n_same_test = same[test].sum()
+        tar.append(np.sum(accepted & same[test]) / n_same_test if n_same_test else 0.0)
+    return {"acc": float(np.mean(accuracy)), "acc_std": float(np.std(accuracy)), "threshold": float(np.mean(best)),
+            "tar@far": float(np.mean(tar)), "tar@far_std": float(np.std(tar))}
+
+
+# -------------------------------------------------------------------------------------------------- UES
+def ues(perf_forget_before: float, perf_forget_after: float, perf_retain_before: float,
+        perf_retain_after: float) -> dict[str, float]:
+    """Unlearning Efficiency Score: harmonic mean of forgetting F and retention R (SPEC §3).
+
+    Degenerate baselines: with nothing to forget (P_f(θ0) <= 0) F = 0; with P_r(θ0) <= 0 there is no scale
+    for drift, so R = 1 if retained performance is unchanged and 0 otherwise.
+    """
+    pf0, pf, pr0, pr = map(float, (perf_forget_before, perf_forget_after, perf_retain_before, perf_retain_after))
+    f = min(max((pf0 - pf) / pf0, 0.0), 1.0) if pf0 > 0 else 0.0
+    r = min(max(1.0 - abs(pr0 - pr) / pr0, 0.0), 1.0) if pr0 > 0 else float(pr == pr0)
+    score = 2 * f * r / (f + r) if f + r > 0 else 0.0
+    return {"UES": score, "F": f, "R": r}
+
+
+# ----------------------------------------------------------------------------------- membership inference
+def membership_inference(member_features, nonmember_features, target_features, seed: int = 0,
+                         test_size: float = 0.3) -> dict[str, float]:
+    """Train a logistic-regression attack (members = 1, non-members = 0) and apply it to the targets.
+
+    The larger class is subsampled to the smaller one first, so a useless attack scores ~0.5 accuracy on the
+    held-out part (``attack_acc``, ``attack_auc``). ``membership_recall``: share of targets called members.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def as_2d(a):
+        a = np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64)
+        return a.reshape(len(a), -1)
+
+    members, nonmembers, targets = as_2d(member_features), as_2d(nonmember_features), as_2d(target_features)
+    n = min(len(members), len(nonmembers))
+    if n < 2:
+        raise ValueError(f"membership inference needs >= 2 members and non-members, got {len(members)}, "
+                         f"{len(nonmembers)}")
+    rng = np.random.default_rng(seed)
+    members = members[np.sort(rng.choice(len(members), n, replace=False))]
+    nonmembers = nonmembers[np.sort(rng.choice(len(nonmembers), n, replace=False))]
+    x = np.concatenate([members, nonmembers])
+    y = np.concatenate([np.ones(n, dtype=int), np.zeros(n, dtype=int)])
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_size, random_state=seed, stratify=y)
+    attack = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    attack.fit(x_train, y_train)
+    auc = roc_auc_score(y_test, attack.predict_proba(x_test)[:, 1])
+    recall = float(np.mean(attack.predict(targets) == 1)) if len(targets) else float("nan")
+    return {"membership_recall": recall, "attack_acc": float(attack.score(x_test, y_test)),
+            "attack_auc": float(auc)}
+
+
+def mia_features(embeddings, labels, train_embeddings, train_labels, ids=None, train_ids=None,
+                 chunk_size: int = 4096) -> np.ndarray:
+    """Per-sample attack features (SPEC §3), an (n, 3) float array:
+
+    0. cosine to the nearest training embedding other than the sample itself (matched by ``ids`` against
+       ``train_ids``, so a member is not found as its own neighbour);
+    1. cosine to its label's centroid (normalised mean of the training embeddings of that label; for a label
+       without training embeddings, the centroid of that label among ``embeddings``);
+    2. margin between the highest and second-highest cosine to all centroids (0 with a single centroid).
+    """
+    from unlearnkit.metrics.search import knn
+
+    x = _embeddings(embeddings).cpu()
+    t = _embeddings(train_embeddings).cpu()
+    if (ids is None) != (train_ids is None):
+        raise ValueError("give both ids and train_ids (to exclude self-matches) or neither")
+    labels_np = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
+    train_np = np.asarray(train_labels.detach().cpu() if isinstance(train_labels, torch.Tensor)
+                          else train_labels).reshape(-1)
+    if len(labels_np) != len(x) or len(train_np) != len(t):
+        raise ValueError("one label per embedding is needed for both the samples and the training set")
+
+    if ids is not None:
+        ids_t = torch.as_tensor(ids).reshape(-1).long().cpu()
+        train_ids_t = torch.as_tensor(train_ids).reshape(-1).long().cpu()
+        # the sample itself is at most one neighbour, so the best other one is within the top 2
+        scores, index = knn(x, t, min(2, len(t)), chunk_size=chunk_size)
+        is_self = train_ids_t[index.clamp(min=0)] == ids_t.unsqueeze(1)
+        is_self |= index < 0
+        first_other = is_self[:, 0].long()
+        if scores.shape[1] < 2:
+            nearest = torch.where(is_self[:, 0], torch.full_like(scores[:, 0], float("nan")), scores[:, 0])
+        else:
+            nearest = scores.gather(1, first_other.unsqueeze(1)).squeeze(1)
+            nearest = torch.where(is_self.all(1), torch.full_like(nearest, float("nan")), nearest)
+    else:
+        nearest = knn(x, t, 1, chunk_size=chunk_size)[0][:, 0]
+
+    names = np.unique(np.concatenate([train_np, labels_np]))
+    train_codes = torch.from_numpy(np.searchsorted(names, train_np))
+    codes = torch.from_numpy(np.searchsorted(names, labels_np))
+    sums = torch.zeros(len(names), x.shape[1]).index_add_(0, train_codes, t)
+    counts = torch.bincount(train_codes, minlength=len(names))
+    missing = counts == 0
+    if missing.any():  # labels never seen in training: their own centroid among the given samples
+        own = torch.zeros(len(names), x.shape[1]).index_add_(0, codes, x)
+        sums[missing] = own[missing]
+    centroids = F.normalize(sums, dim=1)
+    to_centroids = x @ centroids.T
+    own_cos = to_centroids.gather(1, codes.unsqueeze(1)).squeeze(1)
+    if len(names) >= 2:
+        top = to_centroids.topk(2, dim=1).values
+        margin = top[:, 0] - top[:, 1]
+    else:
+        margin = torch.zeros(len(x))
+    return torch.stack([nearest, own_cos, margin], 1).numpy().astype(np.float64)
