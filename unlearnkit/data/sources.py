@@ -115,4 +115,6 @@ class ImageFolderSource(FaceSource):
 
 def open_source(format: str, root: str | Path, **kwargs) -> FaceSource:
     """Open a data set by format name (``folder``, ``recordio``, ``vggface2``, ``celeba``, ...)."""
+    import unlearnkit.data.formats  # noqa: F401  (registers the other formats; imports this module)
+
     return SOURCES.get(format)(root, **kwargs)

@@ -53,6 +53,7 @@ class FaceModule(L.LightningModule):
 
     parts: ClassVar[tuple[str, ...]] = ("train",)
     pk_parts: ClassVar[tuple[str, ...]] = ()
+    needs_labels: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -150,7 +151,7 @@ class FaceModule(L.LightningModule):
                 return (step + 1) / warmup
             t = (step - warmup) / max(1, total - warmup)
             if hp.scheduler == "cosine":
-                return 0.5 * (1 + np.cos(np.pi * min(t, 1.0)))
+                return float(0.5 * (1 + np.cos(np.pi * min(t, 1.0))))
             if hp.scheduler == "step":
                 return 0.1 ** ((t >= 0.6) + (t >= 0.85))
             return 1.0
