@@ -90,11 +90,11 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> UnlearnCLI:
 
 
 def main(args: list[str] | None = None) -> int:
-    args = sys.argv[1:] if args is None else list(args)
+    argv = sys.argv[1:] if args is None else list(args)
     try:
-        if args and args[0] in EXTRA_COMMANDS:
-            return EXTRA_COMMANDS[args[0]](args[1:]) or 0
-        cli = run_cli(args)
+        if argv and argv[0] in EXTRA_COMMANDS:
+            return EXTRA_COMMANDS[argv[0]](argv[1:]) or 0
+        cli = run_cli(None if args is None else argv)
         if cli.subcommand:
             run_dir = cli.config[cli.subcommand].run_dir
             print(f"run directory: {run_dir} (config.yaml, metrics.json, split.csv, checkpoints/)")

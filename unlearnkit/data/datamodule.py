@@ -151,11 +151,13 @@ class FaceDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        actual = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if batch_size <= 0 or eval_batch_size <= 0:
             raise ConfigError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
         if pk_identities < 1 or pk_images < 2:
             raise ConfigError("P×K batches need pk_identities ≥ 1 and pk_images ≥ 2")
         self.save_hyperparameters()
+        self.hparams.update(actual)  # under LightningCLI, subclasses' fixed arguments are not in the config
         self.transform = FaceTransform(image_size, crop=crop)
         self.source: FaceSource | None = None
         self.split: Split | None = None

@@ -257,10 +257,10 @@ def render(seed: int, identity: int, image: int, size: int) -> tuple[np.ndarray,
     _draw_face(img, p, rng, x, y, px / scale)
 
     # lighting: brightness, colour cast, a directional gradient, contrast and gamma
-    shade = 1.0 + rng.uniform(0.0, 0.45) * _grating(X, Y, 1.0, rng.uniform(0, 2 * math.pi), 0.0)
-    img *= (shade[..., None] * rng.uniform(0.6, 1.3)) * rng.uniform(0.72, 1.28, 3)
+    shade = 1.0 + rng.uniform(0.0, 0.3) * _grating(X, Y, 1.0, rng.uniform(0, 2 * math.pi), 0.0)
+    img *= (shade[..., None] * rng.uniform(0.75, 1.25)) * rng.uniform(0.9, 1.1, 3)
     mean = img.mean()
-    img = np.clip(mean + (img - mean) * rng.uniform(0.7, 1.3), 0.0, 1.0) ** rng.uniform(0.8, 1.25)
+    img = np.clip(mean + (img - mean) * rng.uniform(0.85, 1.15), 0.0, 1.0) ** rng.uniform(0.85, 1.18)
 
     # degradation, every part growing with d: occluder, lost resolution, blur, noise
     d = degradation

@@ -73,6 +73,7 @@ class FaceModule(L.LightningModule):
         flip_pairs: bool = True,
     ) -> None:
         super().__init__()
+        actual = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if lr <= 0:
             raise ConfigError(f"lr must be positive, got {lr}: set model.lr to e.g. 0.01")
         if optimizer not in ("sgd", "adamw"):
@@ -80,6 +81,8 @@ class FaceModule(L.LightningModule):
         if scheduler not in ("cosine", "step", "constant"):
             raise ConfigError(f"unknown scheduler {scheduler!r}: choose cosine, step or constant")
         self.save_hyperparameters()
+        # under LightningCLI hparams come from the config; record what was actually built (e.g. θ0's arch)
+        self.hparams.update(actual)
         self.backbone = create_backbone(backbone, embedding_size=embedding_size, image_size=image_size)
         self.head: nn.Module | None = None
         if num_classes:
@@ -175,20 +178,16 @@ class FaceModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self._fit_started = time.perf_counter()
 
-    def on_fit_end(self) -> None:
-        if self._fit_started is not None:
-            self.cost["wall_seconds"] = time.perf_counter() - self._fit_started
-
     def cost_summary(self) -> dict[str, float]:
         """The run's cost (summed over ranks): wall seconds, optimiser steps, images seen."""
-        counts = {k: v for k, v in self.cost.items() if k != "wall_seconds"}
+        counts = dict(self.cost)
         if self.trainer is not None and self.trainer.world_size > 1:
             t = torch.tensor(list(counts.values()), dtype=torch.float64, device=self.device)
             t = self.trainer.strategy.reduce(t, reduce_op="sum")
             counts = dict(zip(counts, t.tolist()))
         out = {f"cost/{k}": float(v) for k, v in counts.items()}
         out["cost/optimizer_steps"] = float(self.trainer.global_step if self.trainer else 0)
-        out["cost/wall_seconds"] = float(self.cost.get("wall_seconds", 0.0))
+        out["cost/wall_seconds"] = time.perf_counter() - self._fit_started if self._fit_started else 0.0
         return out
 
 
@@ -254,7 +253,8 @@ class UnlearningMethod(FaceModule):
         arch = self._architecture_of(original) if original else {}
         kwargs.update(arch)
         super().__init__(lr=lr, scheduler=scheduler, **kwargs)
-        self.save_hyperparameters()
+        self.hparams.update(original=original, labels=labels, num_clusters=num_clusters,
+                            retain_weight=retain_weight)
         self.teacher: nn.Module | None = None
         if self.uses_teacher:
             self.teacher = freeze(copy.deepcopy(self.backbone))
