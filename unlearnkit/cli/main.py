@@ -110,7 +110,14 @@ def _generate(args: list[str]) -> int:
     return generate_main(args)
 
 
+def _demo(args: list[str]) -> int:
+    from unlearnkit.demo import main as demo_main
+
+    return demo_main(args)
+
+
 EXTRA_COMMANDS = {"generate": _generate}
+EXTRA_COMMANDS["demo"] = _demo
 
 
 if __name__ == "__main__":
