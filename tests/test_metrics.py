@@ -126,7 +126,8 @@ def test_collapsed_model_scores_chance(path):
     assert 0.05 < out["R@1"] < 0.5
 
 
-def test_retrieval_query_and_gallery_masks(path):
+def test_retrieval_query_and_gallery_masks(path, monkeypatch):
+    monkeypatch.setattr(MF, "MAX_CHUNK_SCORES", 1000)  # a large gallery shrinks chunks below chunk_size
     x, labels = clustered(n=200, seed=2)
     rng = np.random.default_rng(5)
     query = rng.random(200) < 0.3

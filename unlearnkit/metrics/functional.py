@@ -75,6 +75,8 @@ def _chance_hit(k: int, greater: torch.Tensor, tied: torch.Tensor, tied_pos: tor
     return torch.where(free <= 0, torch.zeros_like(hit), hit)
 
 
+# a chunk of queries holds at most this many scores (128 MB in float32), whatever chunk_size asks for
+MAX_CHUNK_SCORES = 2**25
 # share of a chunk's scores at or above the lowest positive beyond which searching every score is cheaper
 # than picking those candidates out first (measured on 2 CPU cores, N = 20,000, d = 512)
 DENSE_SHARE = 0.1
@@ -138,7 +140,8 @@ def retrieval(embeddings, labels, ks: Sequence[int] = (1, 5), query_mask=None, g
     AP equals sklearn's ``average_precision_score`` on the query's gallery scores (ties grouped); R@k counts
     ties at the k-th place by their expected value under random tie order, so identical embeddings score
     chance. Queries without a positive in the gallery are skipped; ``n_queries`` counts the others.
-    Memory stays at one ``chunk_size`` x gallery block of scores.
+    Memory stays at one block of ``chunk_size`` queries x gallery scores (fewer queries for a gallery so
+    large that the block would exceed ``MAX_CHUNK_SCORES``) and a few same-sized masks or indices.
     """
     x = _embeddings(embeddings)
     n, device = x.shape[0], x.device
@@ -159,6 +162,7 @@ def retrieval(embeddings, labels, ks: Sequence[int] = (1, 5), query_mask=None, g
     column_of[gallery] = torch.arange(gallery.numel(), device=device)
     g = x[gallery]
     pmax = int(block_len.max()) if gallery.numel() else 0
+    chunk_size = max(1, min(chunk_size, MAX_CHUNK_SCORES // max(g.shape[0], 1)))
 
     ap_sum, hits, n_queries = 0.0, dict.fromkeys(ks, 0.0), 0
     for start in range(0, queries.numel() if pmax else 0, chunk_size):
