@@ -1,0 +1,94 @@
+"""Time one training step of every unlearning method against a plain supervised step (same backbone, batch).
+
+Prints ``step_ratio <method> <ratio>`` per method: the median in-step time (forward, backward, optimiser;
+data loading excluded) divided by the median time of a pretraining step on a batch of the same size.
+Methods that consume a forget and a retain batch in every step get half the batch per part, so each step
+pushes the same number of images through the student; SCRUB uses one part per step, so it gets the full
+batch. Run: ``python benchmarks/step_overhead.py [--batch 64 --size 48 --steps 12]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+
+from unlearnkit.data.datamodule import FaceDataModule  # noqa: E402
+from unlearnkit.data.synthetic import generate_synthetic  # noqa: E402
+from unlearnkit.methods import load_all  # noqa: E402
+from unlearnkit.methods.base import Pretrain, UnlearningMethod  # noqa: E402
+
+ONE_PART_PER_STEP = {"scrub"}
+TARGETS = {"finetune": 1.15, "gradient_ascent": 1.15, "random_label": 1.15, "dispersion": 1.15,
+           "hard_dispersion": 1.15, "boundary_expand": 1.15, "cure": 1.6, "scrub": 1.6, "bad_teacher": 1.6,
+           "boundary_shrink": 2.3}
+
+
+class StepTimer(L.Callback):
+    def __init__(self, skip: int) -> None:
+        self.skip, self.times, self._t = skip, [], 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step > self.skip:
+            self.times.append(time.perf_counter() - self._t)
+
+
+def time_steps(model, root: Path, args, protocol: str, batch: int) -> float:
+    dm = FaceDataModule(root=str(root), image_size=args.size, protocol=protocol,
+                        forget=4 if protocol == "identity" else 0.3, heldout_per_identity=2, batch_size=batch,
+                        pk_identities=max(1, batch // 4), pk_images=4, seed=0)
+    timer = StepTimer(skip=2)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=args.steps + 2, limit_val_batches=0,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, use_distributed_sampler=False, callbacks=[timer])
+    trainer.fit(model, datamodule=dm)
+    return statistics.median(timer.times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--size", type=int, default=48)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--backbone", default="timm_resnet10t")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    L.seed_everything(0, verbose=False)
+    work = Path(tempfile.mkdtemp(prefix="step-overhead-"))
+    root = generate_synthetic(work / "faces", num_identities=24, images_per_identity=24, image_size=args.size,
+                              seed=0, progress=False)
+    arch = dict(backbone=args.backbone, embedding_size=128, image_size=args.size)
+    baseline_model = Pretrain(**arch, num_classes=24)
+    ckpt = work / "original.ckpt"
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, max_steps=0)
+    trainer.strategy.connect(baseline_model)
+    trainer.save_checkpoint(ckpt)
+    baseline = time_steps(baseline_model, root, args, "identity", args.batch)
+    print(f"baseline_step_seconds {baseline:.4f} (pretrain, batch {args.batch}, {args.backbone} at {args.size} px)")
+    for name, cls in load_all().items():
+        if not issubclass(cls, UnlearningMethod):
+            continue
+        model = cls(original=str(ckpt))
+        parts = len(model.train_parts)
+        batch = args.batch if name in ONE_PART_PER_STEP else args.batch // parts
+        protocol = "identity" if cls.needs_labels else "sample"
+        ratio = time_steps(model, root, args, protocol, batch) / baseline
+        target = TARGETS.get(name)
+        verdict = "" if target is None else ("  (target ≤ %.2f: %s)" % (target, "met" if ratio <= target else "MISSED"))
+        print(f"step_ratio {name} {ratio:.2f}{verdict}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
