@@ -34,7 +34,7 @@ class EmbeddingCollector(Metric):
                            .reshape(n).to(self.device))
 
     def compute(self) -> dict[str, torch.Tensor]:
-        if not self.ids:
+        if len(self.ids) == 0:  # a list of batches, or one tensor once synced over ranks
             return {"embeddings": torch.empty(0, 0), "labels": torch.empty(0, dtype=torch.long),
                     "ids": torch.empty(0, dtype=torch.long), "groups": torch.empty(0, dtype=torch.long)}
         ids = dim_zero_cat(self.ids)
