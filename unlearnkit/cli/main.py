@@ -65,8 +65,10 @@ class UnlearnCLI(LightningCLI):
                 from lightning.pytorch.loggers import WandbLogger
 
                 os.environ.setdefault("WANDB_MODE", "offline")
-                loggers.append(WandbLogger(save_dir=run_dir, project=config.wandb_project,
-                                           name=Path(run_dir).name, id=os.environ.get("UNLEARNKIT_WANDB_ID")))
+                # a fixed id (e.g. from SLURM_JOB_ID) resumes the same run when a requeued job restarts
+                run_id = os.environ.get("UNLEARNKIT_WANDB_ID")
+                loggers.append(WandbLogger(save_dir=run_dir, project=config.wandb_project, name=Path(run_dir).name,
+                                           id=run_id, resume="allow" if run_id else None))
             kwargs["logger"] = loggers
         return super().instantiate_trainer(**kwargs)
 

@@ -49,6 +49,7 @@ class FaceModule(L.LightningModule):
         scheduler: ``cosine`` (to 0 over max_epochs), ``step`` (×0.1 at 60 % and 85 %) or ``constant``.
         warmup_epochs: linear warm-up before the schedule.
         flip_pairs: embed verification images as emb(x) + emb(flip x), as insightface does.
+        compile: ``torch.compile`` the backbone (in place, so checkpoints keep their keys) when the run starts.
     """
 
     parts: ClassVar[tuple[str, ...]] = ("train",)
@@ -71,6 +72,7 @@ class FaceModule(L.LightningModule):
         scheduler: str = "cosine",
         warmup_epochs: float = 0.0,
         flip_pairs: bool = True,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         actual = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -107,6 +109,12 @@ class FaceModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.head is None:
             self.build_head(self.trainer.datamodule.num_classes)
+
+    def configure_model(self) -> None:
+        """Compile the backbone once, lazily (the hook runs at the start of every fit/validate/test)."""
+        if self.hparams.get("compile") and not getattr(self, "_compiled", False):
+            self.backbone.compile()
+            self._compiled = True
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised student embeddings; counts images for the cost ledger."""
