@@ -3,6 +3,7 @@ a plain copy of insightface's verification loop, and hand-made UES / membership-
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -74,11 +75,17 @@ def path(request, monkeypatch):
 
 
 # -------------------------------------------------------------------------------------------- retrieval
+@functools.cache
+def reference_case(data):
+    """Data and its reference values, shared by both counting paths' runs."""
+    x, labels = clustered() if data == "random" else exact_ties()
+    return x, labels, reference_retrieval(x, labels, (1, 5, 10))
+
+
 @pytest.mark.parametrize("data", ["random", "tied"])
 def test_retrieval_equals_sklearn_ap_and_tie_expectation(data, path):
-    x, labels = clustered() if data == "random" else exact_ties()
+    x, labels, (ap, recall, n_q) = reference_case(data)
     ks = (1, 5, 10)
-    ap, recall, n_q = reference_retrieval(x, labels, ks)
     out = MF.retrieval(x, labels, ks=ks, chunk_size=37)
     assert out["n_queries"] == n_q
     assert out["mAP"] == pytest.approx(ap, abs=1e-6)
