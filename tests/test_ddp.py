@@ -1,0 +1,122 @@
+"""Multi-process DDP on the CPU (gloo): exact metrics, identical ranks, K-means once on rank 0.
+
+Each DDP run is a subprocess of ``tests/ddp_script.py`` (``strategy="ddp"`` inside pytest would re-run the
+whole session on rank 1); the single-process reference runs in-process through the same function.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ddp_script
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).with_name("ddp_script.py")
+DDP_CONFIG = ROOT / "configs" / "trainer" / "ddp.yaml"
+GPU_CONFIG = ROOT / "configs" / "trainer" / "gpu.yaml"
+# variables of a launcher around pytest (SLURM, torchrun) would make Lightning join that job instead
+LAUNCHER_VARS = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
+                 "TORCHELASTIC_RUN_ID")
+
+
+def run_script(task: str, out: Path, data: Path, original: Path, *extra: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in LAUNCHER_VARS}
+    cmd = [sys.executable, str(SCRIPT), task, "--data", str(data), "--original", str(original),
+           "--out", str(out), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-6000:]}"
+
+
+def write_pairs(data: Path, path: Path) -> Path:
+    """A pair list over the tiny set with an odd number of distinct images (47) and 24 pairs."""
+    lines = [f"id{k:05d}/000.jpg\tid{k:05d}/001.jpg\t1" for k in range(12)]
+    lines += [f"id{k:05d}/002.jpg\tid{k + 1:05d}/003.jpg\t0" for k in range(11)]
+    lines.append("id00000/000.jpg\tid00011/005.jpg\t0")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.ddp
+def test_metrics_under_ddp_equal_single_process(tiny_faces, original_ckpt, tmp_path):
+    pairs = write_pairs(tiny_faces, tmp_path / "pairs.txt")
+    run_script("eval", tmp_path / "ddp", tiny_faces, original_ckpt, "--pairs", str(pairs), "--devices", "2",
+               "--strategy", "ddp")
+    single = ddp_script.evaluate(str(tiny_faces), str(original_ckpt), str(pairs), devices=1,
+                                 root=str(tmp_path / "single"))
+    # both sets are odd-sized, so the two ranks' shards differ in length (each ends on a partial batch)
+    assert single["n_retrieval"] % 2 == 1 and single["n_pair_images"] % 2 == 1
+    assert any(k.startswith("forget/") for k in single) and any(k.startswith("verify/pairs/") for k in single)
+    for rank in (0, 1):
+        result = json.loads((tmp_path / "ddp" / f"eval_rank{rank}.json").read_text())
+        assert result["world_size"] == 2
+        ddp = result["metrics"]
+        assert ddp.keys() == single.keys()
+        wrong = {k: (ddp[k], single[k]) for k in single if abs(ddp[k] - single[k]) > 1e-6}
+        assert not wrong, f"rank {rank}: metrics differ from the single-process run: {wrong}"
+
+
+@pytest.fixture(scope="module")
+def ddp_training(tiny_faces, original_ckpt, tmp_path_factory) -> list[dict]:
+    """CURE, dispersion and a pseudo-label method trained under 2-process DDP with ddp.yaml's strategy."""
+    strategy = yaml.safe_load(DDP_CONFIG.read_text())["strategy"]
+    out = tmp_path_factory.mktemp("ddp_train")
+    run_script("train", out, tiny_faces, original_ckpt, "--devices", "2", "--strategy", strategy)
+    ranks = [torch.load(out / f"train_rank{r}.pt", map_location="cpu", weights_only=True) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    return ranks
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("method", ["cure", "dispersion", "pseudo"])
+def test_ranks_end_with_identical_parameters(ddp_training, method):
+    rank0, rank1 = ddp_training[0][method], ddp_training[1][method]
+    assert rank0["steps"] == rank1["steps"] >= 2
+    assert rank0["moved"] > 0, "no optimiser step changed the backbone"
+    differ = [k for k in rank0["digests"] if rank0["digests"][k] != rank1["digests"][k]]
+    assert rank0["digests"].keys() == rank1["digests"].keys() and not differ, f"parameters differ: {differ}"
+
+
+@pytest.mark.ddp
+def test_kmeans_runs_once_on_rank0_and_is_broadcast(ddp_training):
+    rank0, rank1 = ddp_training
+    # CURE: forget and retain clusterings, the forget one again from the student at epoch 1; one pseudo-label run
+    assert rank0["kmeans_calls"] == 4 and rank1["kmeans_calls"] == 0
+    for method, keys in (("cure", ("forget_centroids", "forget_cluster", "retain_centroids", "retain_cluster")),
+                         ("pseudo", ("table", "centroids"))):
+        for key in keys:
+            assert torch.equal(rank0[method][key], rank1[method][key]), f"{method} {key} differs between ranks"
+    assert (rank0["cure"]["forget_cluster"] >= 0).sum() > 0 and (rank0["pseudo"]["table"] >= 0).sum() > 0
+
+
+@pytest.mark.parametrize("config", [DDP_CONFIG, GPU_CONFIG], ids=["ddp", "gpu"])
+def test_trainer_configs_build(config, tiny_faces, tmp_path, monkeypatch):
+    """The GPU configs parse through the CLI and build the trainer they describe (here on the CPU, not run)."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from unlearnkit.callbacks.evaluation import FaceEvaluation
+    from unlearnkit.cli.main import main
+
+    built = []
+    monkeypatch.setattr(sys, "argv", ["unlearnkit"])
+    monkeypatch.setattr(pl.Trainer, "fit", lambda self, *args, **kwargs: built.append(self))
+    devices = yaml.safe_load(config.read_text())["devices"]
+    assert main(["fit", "--trainer", str(config), "--trainer.accelerator", "cpu", "--trainer.devices",
+                 str(min(devices, 2)), "--trainer.precision", "32-true", "--model", "Pretrain", "--data",
+                 "FaceDataModule", "--data.root", str(tiny_faces), "--run_dir", str(tmp_path / "run"),
+                 "--wandb", "false"]) == 0
+    trainer = built[0]
+    assert not trainer._accelerator_connector.use_distributed_sampler
+    assert any(isinstance(c, FaceEvaluation) for c in trainer.callbacks)
+    if config == DDP_CONFIG:
+        assert isinstance(trainer.strategy, DDPStrategy) and trainer.world_size == 2
+        assert trainer.strategy._ddp_kwargs.get("find_unused_parameters") is True
+    else:
+        assert trainer.world_size == 1
