@@ -18,6 +18,7 @@ from unlearnkit.backbones.iresnet import IBasicBlock, IResNet
 from unlearnkit.backbones.timm_backbone import TimmEmbedding
 from unlearnkit.errors import CheckpointError, ConfigError
 from unlearnkit.registry import Registry
+from unlearnkit.utils.safe_pickle import weights_only_refusal
 
 __all__ = [
     "BACKBONES",
@@ -65,9 +66,8 @@ def read_state_dict(path_or_state_dict: str | Path | Mapping) -> tuple[dict[str,
         try:
             obj = torch.load(source, map_location="cpu", weights_only=True)
         except Exception as exc:  # unpickling errors have many types; all mean "cannot be read safely"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(
-                f"{source}: cannot be read as a weights-only checkpoint ({first}); "
+                f"{source}: cannot be read as a weights-only checkpoint ({weights_only_refusal(exc)}); "
                 "save a state dict (torch.save(model.state_dict(), path)) instead of a whole model"
             ) from exc
     if not isinstance(obj, Mapping):

@@ -23,6 +23,7 @@ from unlearnkit.backbones import create_backbone, load_backbone_weights
 from unlearnkit.errors import CheckpointError, ConfigError
 from unlearnkit.heads import CentroidHead, create_head
 from unlearnkit.registry import Registry
+from unlearnkit.utils.safe_pickle import weights_only_refusal
 
 METHODS: Registry[type[FaceModule]] = Registry("method")
 ARCH_KEYS = ("backbone", "embedding_size", "image_size", "head", "scale", "margin", "num_classes")
@@ -221,8 +222,7 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors, truncated zips
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot read checkpoint {path} safely: {first}") from err
+        raise CheckpointError(f"cannot read checkpoint {path} safely: {weights_only_refusal(err)}") from err
 
 
 class UnlearningMethod(FaceModule):

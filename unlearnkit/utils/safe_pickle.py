@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 
 from unlearnkit.errors import DataError
 
@@ -43,3 +44,15 @@ def restricted_loads(data: bytes, what: str = "pickle") -> object:
         raise DataError(
             f"{what}: not a readable pickle ({type(err).__name__}: {err}); the file may be truncated"
         ) from err
+
+
+def weights_only_refusal(err: Exception) -> str:
+    """One line saying why ``torch.load(..., weights_only=True)`` failed, without torch's advice to retry unsafely."""
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it asks for {found.group(1)}, which could run code; only tensors and plain data are accepted"
+    if text.startswith("Weights only load failed"):
+        return "it holds objects other than tensors and plain data, which could run code"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
