@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from unlearnkit.errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -27,7 +29,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._items:
-            raise KeyError(f"unknown {self.kind} {name!r}: choose one of {', '.join(sorted(self._items))}")
+            raise ConfigError(f"unknown {self.kind} {name!r}: choose one of {', '.join(sorted(self._items))}")
         return self._items[name]
 
     def names(self) -> list[str]:
