@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import numpy as np
 from torch.utils.data import Sampler
 
+from unlearnkit.errors import DataError
+
 
 class _EpochSampler(Sampler[int]):
     def __init__(self, seed: int, rank: int, world_size: int) -> None:
@@ -58,7 +60,8 @@ class PKSampler(_EpochSampler):
             groups.setdefault(y, []).append(i)
         self.groups = [np.asarray(v) for _, v in sorted(groups.items()) if len(v) >= 2]
         if not self.groups:
-            raise ValueError("P×K sampling needs at least one identity with two or more images")
+            raise DataError("P×K sampling needs at least one identity with two or more images in this part: "
+                            "forget more images per identity, or use a method without P×K batches")
         total = sum(len(g) for g in self.groups)
         self.num_batches = num_batches or max(1, math.ceil(total / (p * k)))
 
