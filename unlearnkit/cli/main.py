@@ -52,6 +52,8 @@ class UnlearnCLI(LightningCLI):
         resuming = bool(config.get("ckpt_path")) and self.subcommand == "fit"
         if (run_dir / "metrics.json").exists() and not resuming:
             raise UnlearnkitError(f"run directory {run_dir} already holds a finished run: choose another --run_dir")
+        if resuming:  # a resumed (e.g. requeued SLURM) run rewrites its own config.yaml
+            self.save_config_kwargs["overwrite"] = True
         run_dir.mkdir(parents=True, exist_ok=True)
         config.run_dir = str(run_dir)
         config.trainer.default_root_dir = str(run_dir)
