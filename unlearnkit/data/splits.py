@@ -129,9 +129,23 @@ def make_split(
                     " check the names against the identity folders"
                 )
             chosen_ids = sorted(set(forget_identities))
+            few = [name for name in chosen_ids if len(by_identity[name]) <= heldout_per_identity]
+            if few:
+                raise DataError(
+                    f"forget list names {few[0]!r}, which has {len(by_identity[few[0]])} image(s): "
+                    f"heldout_per_identity={heldout_per_identity} needs at least {heldout_per_identity + 1} "
+                    "(held-out images to evaluate on, one to forget): pick another identity or lower it"
+                )
         else:
+            # a forgotten person needs held-out images for the evaluation: draw among those who have enough
+            eligible = [name for name in names if len(by_identity[name]) > heldout_per_identity]
             k = _count(forget, len(names), "identities")
-            chosen_ids = sorted(rng.choice(names, size=min(k, len(names)), replace=False).tolist())
+            if k > len(eligible):
+                raise DataError(
+                    f"cannot forget {k} identities: only {len(eligible)} have more than "
+                    f"heldout_per_identity={heldout_per_identity} images; forget fewer or lower heldout_per_identity"
+                )
+            chosen_ids = sorted(rng.choice(eligible, size=k, replace=False).tolist())
         if not chosen_ids:
             raise DataError("the forget set is empty: name at least one identity to forget")
         if len(chosen_ids) >= len(names):
