@@ -1,0 +1,190 @@
+"""SLURM: the sbatch templates' command line, the run id and checkpoint they resume from, and Lightning's
+SLURM environment (auto-requeue on SIGUSR1) picked up by the CLI's trainer. No SLURM needed: ``srun`` and
+``scontrol`` are stand-ins that record their arguments."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SLURM = ROOT / "scripts" / "slurm"
+TEMPLATES = sorted(SLURM.glob("*.sbatch"))
+JOB_ID = "4242"
+
+
+def slurm_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(SLURM_JOB_ID=JOB_ID, SLURM_SUBMIT_DIR=str(ROOT), UNLEARNKIT_VENV=str(tmp_path / "no-venv"))
+    env.pop("UNLEARNKIT_WANDB_ID", None)
+    env.update(extra)
+    return env
+
+
+def source_env(env: dict[str, str]) -> dict[str, str]:
+    """What scripts/slurm/env.sh sets, run from the repository root."""
+    names = ["UNLEARNKIT_WANDB_ID", "RUN_DIR", "UNLEARNKIT_CKPT", "UNLEARNKIT_DEVICES", "UNLEARNKIT_NODES"]
+    script = "set -euo pipefail; source scripts/slurm/env.sh; " + "; ".join(f'echo "{n}=${{{n}}}"' for n in names)
+    out = subprocess.run(["bash", "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    return dict(line.split("=", 1) for line in out.stdout.splitlines())
+
+
+def sbatch_options(path: Path) -> dict[str, str]:
+    return dict(re.findall(r"^#SBATCH --([\w-]+)=?(\S*)", path.read_text(), flags=re.M))
+
+
+def test_env_sh_run_id_run_dir_and_resume_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    env = slurm_env(tmp_path, RUN_DIR=str(run_dir), SLURM_NTASKS_PER_NODE="8", SLURM_JOB_NUM_NODES="2")
+    first = source_env(env)
+    assert first["UNLEARNKIT_WANDB_ID"] == f"slurm-{JOB_ID}" and first["RUN_DIR"] == str(run_dir)
+    assert first["UNLEARNKIT_CKPT"] == "" and (first["UNLEARNKIT_DEVICES"], first["UNLEARNKIT_NODES"]) == ("8", "2")
+    # the default run directory is stable across requeues (same job id); an array task has its own
+    assert source_env(slurm_env(tmp_path))["RUN_DIR"] == f"runs/slurm-{JOB_ID}"
+    array = source_env(slurm_env(tmp_path, SLURM_ARRAY_JOB_ID="77", SLURM_ARRAY_TASK_ID="3"))
+    assert array["UNLEARNKIT_WANDB_ID"] == "slurm-77_3" and array["RUN_DIR"] == "runs/slurm-77_3"
+    assert source_env({**env, "UNLEARNKIT_WANDB_ID": "mine"})["UNLEARNKIT_WANDB_ID"] == "mine"
+    # resume from the newest of checkpoints/last.ckpt and Lightning's hpc_ckpt_N.ckpt (saved on SIGUSR1)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
+    assert source_env(env)["UNLEARNKIT_CKPT"] == str(last)
+    hpc = run_dir / "hpc_ckpt_1.ckpt"
+    hpc.write_bytes(b"")
+    os.utime(last, (time.time() - 60, time.time() - 60))
+    assert source_env(env)["UNLEARNKIT_CKPT"] == str(hpc)
+    os.utime(hpc, (time.time() - 120, time.time() - 120))
+    assert source_env(env)["UNLEARNKIT_CKPT"] == str(last)
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=[t.stem for t in TEMPLATES])
+def test_sbatch_template_launches_resumable_ddp_run(template, tmp_path):
+    assert {t.stem for t in TEMPLATES} == {"single_node", "multi_node"}
+    subprocess.run(["bash", "-n", str(template)], check=True)
+    opts = sbatch_options(template)
+    assert opts["signal"] == "SIGUSR1@90" and "requeue" in opts
+    assert opts["ntasks-per-node"] == opts["gpus-per-node"], "one task per GPU"
+    nodes = int(opts["nodes"])
+    assert (nodes == 1) == (template.stem == "single_node")
+
+    bin_dir, log = tmp_path / "bin", tmp_path / "srun.log"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/bash\nprintf "%s\\n" "$UNLEARNKIT_WANDB_ID" "$@" > "$SRUN_LOG"\n')
+    (bin_dir / "srun").chmod(0o755)
+    run_dir = tmp_path / "run"
+    env = slurm_env(tmp_path, RUN_DIR=str(run_dir), SRUN_LOG=str(log), PATH=f"{bin_dir}:{os.environ['PATH']}",
+                    SLURM_NTASKS_PER_NODE=opts["ntasks-per-node"], SLURM_JOB_NUM_NODES=str(nodes))
+    config = "configs/experiment/unlearn_synthetic.yaml"
+    expected = ["unlearnkit", "fit", "--config", config, "--trainer", "configs/trainer/ddp.yaml",
+                "--trainer.devices", opts["ntasks-per-node"], "--trainer.num_nodes", str(nodes),
+                "--run_dir", str(run_dir)]
+
+    def launched() -> list[str]:
+        subprocess.run(["bash", str(template), config, "--trainer.max_epochs", "3"], env=env, cwd=tmp_path,
+                       check=True, capture_output=True)
+        wandb_id, *argv = log.read_text().splitlines()
+        assert wandb_id == f"slurm-{JOB_ID}"
+        return argv
+
+    assert launched() == [*expected, "--trainer.max_epochs", "3"]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
+    assert launched() == [*expected, "--ckpt_path", str(last), "--trainer.max_epochs", "3"]
+
+
+SLURM_TASK = dict(SLURM_NTASKS="1", SLURM_NTASKS_PER_NODE="1", SLURM_JOB_NAME="unlearnkit", SLURM_PROCID="0",
+                  SLURM_LOCALID="0", SLURM_NODEID="0", SLURM_NODELIST="node001", SLURM_JOB_NUM_NODES="1")
+
+
+def cli_args(tiny_faces, run_dir, *extra) -> list[str]:
+    return ["fit", "--model", "Pretrain", "--model.backbone", "timm_resnet10t", "--model.embedding_size", "32",
+            "--model.image_size", "32", "--model.scale", "16", "--data", "FaceDataModule",
+            "--data.root", str(tiny_faces), "--data.image_size", "32", "--data.batch_size", "16",
+            "--data.forget", "3", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--trainer.limit_val_batches", "0", "--run_dir", str(run_dir), *extra]
+
+
+@pytest.fixture
+def in_slurm_job(tmp_path, monkeypatch):
+    """This process as task 0 of SLURM job 4242, with the W&B id scripts/slurm/env.sh derives."""
+    for key in [k for k in os.environ if k.startswith("SLURM_")]:
+        monkeypatch.delenv(key)
+    for key, value in {**SLURM_TASK, "SLURM_JOB_ID": JOB_ID}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("UNLEARNKIT_WANDB_ID", raising=False)
+    monkeypatch.setenv("UNLEARNKIT_WANDB_ID", source_env(slurm_env(tmp_path))["UNLEARNKIT_WANDB_ID"])
+    monkeypatch.setattr(sys, "argv", ["unlearnkit"])
+
+
+def test_trainer_uses_slurm_environment_and_job_wandb_id(in_slurm_job, tiny_faces, tmp_path, monkeypatch):
+    import lightning.pytorch as pl
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+    from lightning.pytorch.loggers import WandbLogger
+
+    from unlearnkit.cli.main import main
+
+    # task 1 of 2 on this node, as srun starts it for the ddp config (the trainer is built, not run)
+    for key, value in dict(SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="2", SLURM_PROCID="1", SLURM_LOCALID="1").items():
+        monkeypatch.setenv(key, value)
+    built = []
+    monkeypatch.setattr(pl.Trainer, "fit", lambda self, *args, **kwargs: built.append(self))
+    assert main(cli_args(tiny_faces, tmp_path / "run", "--wandb", "true", "--trainer", "configs/trainer/ddp.yaml",
+                         "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+                         "--trainer.precision", "32-true")) == 0
+    trainer = built[0]
+    env = trainer.strategy.cluster_environment
+    assert isinstance(env, SLURMEnvironment) and env.creates_processes_externally
+    assert env.auto_requeue and env.requeue_signal == signal.SIGUSR1 and env.job_id() == int(JOB_ID)
+    assert (trainer.world_size, trainer.global_rank, trainer.local_rank) == (2, 1, 1)
+    wandb = next(lg for lg in built[0].loggers if isinstance(lg, WandbLogger))
+    assert wandb.version == f"slurm-{JOB_ID}" and wandb._wandb_init["resume"] == "allow"
+
+
+def test_sigusr1_saves_checkpoint_requeues_and_run_resumes(in_slurm_job, tiny_faces, tmp_path, monkeypatch):
+    """SIGUSR1 mid-training: Lightning saves hpc_ckpt_1.ckpt and calls `scontrol requeue <job>`; the requeued
+    job resumes from the checkpoint env.sh picks and continues at the same step."""
+    from unlearnkit.cli.main import main
+    from unlearnkit.methods.base import Pretrain
+
+    bin_dir, log = tmp_path / "bin", tmp_path / "scontrol.log"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> "{log}"\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    seen = {}
+
+    def on_train_start(self):
+        seen.setdefault("start_steps", []).append(self.trainer.global_step)
+        seen["handler"] = signal.getsignal(signal.SIGUSR1)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.trainer.global_step == 1 and "signalled" not in seen:
+            seen["signalled"] = True
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    monkeypatch.setattr(Pretrain, "on_train_start", on_train_start)
+    monkeypatch.setattr(Pretrain, "on_train_batch_end", on_train_batch_end)
+    run_dir = tmp_path / "run"
+    assert main(cli_args(tiny_faces, run_dir, "--wandb", "false", "--trainer.max_steps", "2")) == 0
+    assert seen["handler"] not in (signal.SIG_DFL, signal.SIG_IGN, None), "no SIGUSR1 handler during fit"
+    assert (run_dir / "hpc_ckpt_1.ckpt").is_file()
+    assert log.read_text().split() == ["requeue", JOB_ID]
+
+    ckpt = source_env(slurm_env(tmp_path, RUN_DIR=str(run_dir)))["UNLEARNKIT_CKPT"]
+    assert ckpt in (str(run_dir / "hpc_ckpt_1.ckpt"), str(run_dir / "checkpoints" / "last.ckpt"))
+    import torch
+
+    saved_step = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
+    assert saved_step >= 1
+    assert main(cli_args(tiny_faces, run_dir, "--wandb", "false", "--trainer.max_steps", "3",
+                         "--ckpt_path", ckpt)) == 0
+    assert seen["start_steps"] == [0, saved_step]
