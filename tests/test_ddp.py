@@ -96,8 +96,9 @@ def test_kmeans_runs_once_on_rank0_and_is_broadcast(ddp_training):
 
 
 @pytest.mark.parametrize("config", [DDP_CONFIG, GPU_CONFIG], ids=["ddp", "gpu"])
-def test_trainer_configs_build(config, tiny_faces, tmp_path, monkeypatch):
-    """The GPU configs parse through the CLI and build the trainer they describe (here on the CPU, not run)."""
+def test_trainer_configs_overlay_an_experiment(config, tmp_path, monkeypatch):
+    """``--trainer gpu.yaml|ddp.yaml`` after an experiment config changes the devices and keeps the rest
+    (epochs, the evaluation callback); the trainer is built here on the CPU, not run."""
     import lightning.pytorch as pl
     from lightning.pytorch.strategies import DDPStrategy
 
@@ -108,13 +109,16 @@ def test_trainer_configs_build(config, tiny_faces, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["unlearnkit"])
     monkeypatch.setattr(pl.Trainer, "fit", lambda self, *args, **kwargs: built.append(self))
     devices = yaml.safe_load(config.read_text())["devices"]
-    assert main(["fit", "--trainer", str(config), "--trainer.accelerator", "cpu", "--trainer.devices",
-                 str(min(devices, 2)), "--trainer.precision", "32-true", "--model", "Pretrain", "--data",
-                 "FaceDataModule", "--data.root", str(tiny_faces), "--run_dir", str(tmp_path / "run"),
-                 "--wandb", "false"]) == 0
+    experiment = ROOT / "configs" / "experiment" / "pretrain_synthetic.yaml"
+    experiment_trainer = yaml.safe_load((experiment.parent / yaml.safe_load(experiment.read_text())["trainer"])
+                                        .read_text())
+    assert main(["fit", "--config", str(experiment),
+                 "--trainer", str(config), "--trainer.accelerator", "cpu", "--trainer.devices", str(min(devices, 2)),
+                 "--trainer.precision", "32-true", "--run_dir", str(tmp_path / "run"), "--wandb", "false"]) == 0
     trainer = built[0]
     assert not trainer._accelerator_connector.use_distributed_sampler
     assert any(isinstance(c, FaceEvaluation) for c in trainer.callbacks)
+    assert trainer.max_epochs == experiment_trainer["max_epochs"]
     if config == DDP_CONFIG:
         assert isinstance(trainer.strategy, DDPStrategy) and trainer.world_size == 2
         assert trainer.strategy._ddp_kwargs.get("find_unused_parameters") is True
