@@ -8,19 +8,22 @@ model and are dispatched before LightningCLI. Every run gets its own directory (
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
 
+from jsonargparse._common import debug_mode_active
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
 
 from unlearnkit.callbacks.run_files import RunSummary
 from unlearnkit.data.datamodule import FaceDataModule, SyntheticFaces  # noqa: F401  (short names for --data)
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import CheckpointError, ConfigError, UnlearnkitError
 from unlearnkit.methods import load_all
 from unlearnkit.methods.base import FaceModule
+from unlearnkit.utils.safe_pickle import weights_only_refusal
 
 METHOD_CLASSES = load_all()  # every registered method is a valid --model short name
 globals().update({cls.__name__: cls for cls in METHOD_CLASSES.values()})
@@ -35,7 +38,61 @@ class RunConfig(SaveConfigCallback):
             self.parser.save(self.config, path, skip_none=False, overwrite=True, multifile=False)
 
 
+def _condense(message: str) -> str:
+    """jsonargparse's multi-line "does not validate" report as one line: the key and the reasons."""
+    noise = ("Does not validate against any", "Subtypes", "Errors", "Given value type",
+             "Expected a <class 'NoneType'>", "Given value: NestedArg(")
+    lines = [line.strip().removeprefix("- ").rstrip(":") for line in message.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(noise)]
+    text = f"{lines[0]}: {'; '.join(lines[1:])}" if len(lines) > 1 else "".join(lines)
+    if text.startswith('Parser key "model"') and "import path" in text:
+        text += f" (--model takes one of {', '.join(sorted(cls.__name__ for cls in METHOD_CLASSES.values()))})"
+    return text
+
+
+class UnlearnParser(LightningArgumentParser):
+    """A bad command line is a ``ConfigError`` (one ``error:`` line, exit code 2), not a usage wall."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error or debug_mode_active():
+            return super().error(message, ex)
+        raise ConfigError(f"{_condense(message)} (see --help)")
+
+
+def _user_error(err: BaseException) -> UnlearnkitError | None:
+    """The user error (e.g. a ConfigError from a model's __init__) that jsonargparse wrapped in its own."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UnlearnkitError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 class UnlearnCLI(LightningCLI):
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except Exception as err:  # jsonargparse reports an __init__'s ConfigError inside a multi-line ValueError
+            cause = _user_error(err)
+            if cause is None:
+                raise
+            raise cause from None
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads --ckpt_path's hyperparameters first: a missing or unsafe file is a user error."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        special = ckpt_path in ("last", "best", "hpc", "registry") or "://" in str(ckpt_path)  # Lightning's own
+        if ckpt_path and not special and not Path(ckpt_path).is_file():
+            raise CheckpointError(f"checkpoint {ckpt_path} does not exist: give a .ckpt file "
+                                  "(e.g. <run_dir>/checkpoints/last.ckpt)")
+        try:
+            super()._parse_ckpt_path()  # torch.load(weights_only=True)
+        except (pickle.UnpicklingError, EOFError, RuntimeError) as err:
+            raise CheckpointError(f"cannot read checkpoint {ckpt_path} safely: {weights_only_refusal(err)}") from err
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--run_dir", type=str | None, default=None,
                             help="run directory (default runs/<Model>-<time>); must not hold another run")
@@ -82,6 +139,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> UnlearnCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_callback=RunConfig,
+        parser_class=UnlearnParser,
         trainer_defaults={
             "use_distributed_sampler": False,  # our samplers shard by rank (P×K batches, exact evaluation)
             "num_sanity_val_steps": 0,
@@ -104,7 +162,9 @@ def main(args: list[str] | None = None) -> int:
             print(f"run directory: {run_dir} (config.yaml, metrics.json, split.csv, checkpoints/)")
         return 0
     except UnlearnkitError as err:
-        print(f"error: {err}", file=sys.stderr)
+        # one line; from a DataLoader worker the message ends a re-raised traceback: keep its last line
+        lines = [line for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        print(f"error: {lines[-1].split(f'{type(err).__name__}: ', 1)[-1]}", file=sys.stderr)
         return 2
 
 
