@@ -81,3 +81,25 @@ def test_datamodule_writes_manifest_and_serves_indices(tiny_faces, tmp_path):
     loader = dm.train_loader("forget", pk=True)
     labels = next(iter(loader))["label"]
     assert len(labels) == 12 and len(set(labels.tolist())) == 3  # P×K = 3 × 4
+
+
+def test_forget_seed_redraws_forget_set_over_same_heldout():
+    keys, ids, _ = _toy()
+    a = make_split(keys, ids, "identity", 3, heldout_per_identity=2, seed=1)
+    b = make_split(keys, ids, "identity", 3, heldout_per_identity=2, seed=1, forget_seed=5)
+    assert (a.indices("heldout") == b.indices("heldout")).all()
+    assert a.forget_identities != b.forget_identities
+
+
+def test_heldout_pairs_are_seeded_and_balanced(tiny_faces):
+    from conftest import tiny_datamodule
+
+    dm = tiny_datamodule(tiny_faces, pairs=[{"name": "heldout", "format": "heldout", "num_pairs": 40}])
+    dm.setup()
+    (pairs,) = dm.pair_sets
+    assert len(pairs) == 40 and sum(pairs.issame) == 20
+    heldout = dm.split.indices("heldout")
+    for (i, j), same in zip(pairs.pairs, pairs.issame):
+        assert i != j and (dm.labels[heldout[i]] == dm.labels[heldout[j]]) == same
+    image = next(iter(dm.pair_loader(pairs)))["image"]
+    assert image.shape[1:] == (3, 32, 32)

@@ -67,7 +67,17 @@ class PairImages(Dataset):
         return {"image": self.transform(self.pair_set.load(k)), "index": k}
 
 
-PAIR_FORMATS = ("bin", "lfw", "list", "lfw_subset")
+class SourceImages:
+    """Images ``indices`` of a source as a picklable ``k -> image`` loader for a ``PairSet``."""
+
+    def __init__(self, source: FaceSource, indices) -> None:
+        self.source, self.indices = source, np.asarray(indices)
+
+    def __call__(self, k: int):
+        return self.source.load(int(self.indices[k]))
+
+
+PAIR_FORMATS = ("bin", "lfw", "list", "lfw_subset", "heldout")
 
 
 def load_pair_set(name: str, format: str, path: str, image_root: str | None = None, seed: int = 0,
@@ -124,9 +134,11 @@ class FaceDataModule(L.LightningDataModule):
         batch_size: training batch size per device (P×K batches use ``pk_identities × pk_images``).
         pk_identities, pk_images: P and K of identity-balanced batches.
         eval_per_group: at most this many images in each evaluation group (seeded subset).
-        pairs: verification sets: a list of ``{name, format: bin|lfw|lfw_subset|list, path, image_root}``.
+        pairs: verification sets: a list of ``{name, format: bin|lfw|lfw_subset|list, path, image_root}``, or
+            ``{name, format: heldout, num_pairs}`` for seeded pairs among the set's own held-out images.
         num_workers: DataLoader workers.
         seed: the split's and samplers' seed.
+        forget_seed: draw another forget set over the same held-out images (a validation split for tuning).
     """
 
     def __init__(
@@ -149,6 +161,7 @@ class FaceDataModule(L.LightningDataModule):
         pairs: list[dict] | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        forget_seed: int | None = None,
     ) -> None:
         super().__init__()
         actual = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -201,7 +214,7 @@ class FaceDataModule(L.LightningDataModule):
                 raise DataError(f"forget list {path} is empty: name at least one identity to forget")
         quality = self._quality() if hp.protocol == "quality" else np.asarray(src.qualities, dtype=float)
         return make_split(src.keys, src.identities, hp.protocol, hp.forget, forget_ids,
-                          hp.heldout_per_identity, quality, hp.seed)
+                          hp.heldout_per_identity, quality, hp.seed, hp.forget_seed)
 
     def _quality(self) -> np.ndarray:
         """Per-image quality (higher = better) for the quality protocol."""
@@ -231,7 +244,30 @@ class FaceDataModule(L.LightningDataModule):
         return model
 
     def _load_pairs(self, spec: dict):
+        if spec.get("format") == "heldout":
+            return self._heldout_pairs(spec.get("name", "heldout"), int(spec.get("num_pairs", 300)))
         return load_pair_set(seed=self.hparams.seed, **spec)
+
+    def _heldout_pairs(self, name: str, num_pairs: int) -> PairSet:
+        """Seeded same/different pairs among the held-out images: benchmark pairs for sets that have none."""
+        rng = np.random.default_rng([self.hparams.seed, 11])
+        heldout = self.split.indices("heldout")
+        labels = self.labels[heldout]
+        by_label = {y: np.flatnonzero(labels == y) for y in np.unique(labels)}
+        multi = [y for y, members in by_label.items() if len(members) >= 2]
+        if not multi or len(by_label) < 2:
+            raise DataError("heldout pairs need two identities with ≥ 2 held-out images: raise heldout_per_identity")
+        pairs, issame = [], []
+        for k in range(num_pairs):
+            if k % 2 == 0:
+                i, j = rng.choice(by_label[multi[rng.integers(len(multi))]], size=2, replace=False)
+            else:
+                a, b = rng.choice(list(by_label), size=2, replace=False)
+                i, j = rng.choice(by_label[a]), rng.choice(by_label[b])
+            pairs.append((int(i), int(j)))
+            issame.append(k % 2 == 0)
+        keys = [self.source.keys[i] for i in heldout]
+        return PairSet(SourceImages(self.source, heldout), pairs, issame, name=name, keys=keys)
 
     def _run_dir(self) -> Path | None:
         if self.trainer is None:

@@ -97,11 +97,13 @@ def make_split(
     heldout_per_identity: int = 2,
     quality: np.ndarray | None = None,
     seed: int = 0,
+    forget_seed: int | None = None,
 ) -> Split:
     """Deterministic split for ``seed``.
 
     ``forget`` is the number (≥ 1) or fraction (< 1) of identities (``identity``) or of training images
     (``sample``, ``quality``). ``forget_identities`` names the people to forget instead (identity protocol).
+    ``forget_seed`` draws another forget set with the same held-out images (for tuning on a validation split).
     ``quality`` (higher = better) is needed for the ``quality`` protocol: the lowest-scored images are forgotten.
     """
     if protocol not in PROTOCOLS:
@@ -120,6 +122,8 @@ def make_split(
             chosen = rng.choice(members, size=heldout_per_identity, replace=False)
             parts[chosen] = "heldout"
 
+    if forget_seed is not None:  # another forget set over the same held-out images (validation splits)
+        rng = np.random.default_rng([seed, forget_seed])
     if protocol == "identity":
         if forget_identities is not None:
             unknown = sorted(set(forget_identities) - set(names))
