@@ -2,9 +2,10 @@
 
 ``python tests/ddp_script.py eval|train --data DIR --original CKPT --out DIR [--devices 2]`` runs the
 evaluation, or a few unlearning steps of CURE, dispersion and a pseudo-label method, under
-``accelerator=cpu, strategy=ddp`` (gloo). Lightning starts the other ranks by re-running this command; every
-rank writes what it holds to ``--out`` (``eval_rank{r}.json``, ``train_rank{r}.pt``), so the test can compare
-ranks with each other and with a single process.
+``accelerator=cpu, strategy=ddp`` (gloo; the evaluation also on GPUs with ``--accelerator gpu``, nccl).
+Lightning starts the other ranks by re-running this command; every rank writes what it holds to ``--out``
+(``eval_rank{r}.json``, ``train_rank{r}.pt``), so the test can compare ranks with each other and with a
+single process.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from unlearnkit.methods.finetune import Finetune  # noqa: E402
 EVAL_DATA = dict(eval_per_group=15, eval_batch_size=8)
 
 
-def make_trainer(devices: int, strategy: str, root: str, **overrides) -> L.Trainer:
-    kwargs = dict(accelerator="cpu", devices=devices, strategy=strategy if devices > 1 else "auto", logger=False,
+def make_trainer(devices: int, strategy: str, root: str, accelerator: str = "cpu", **overrides) -> L.Trainer:
+    kwargs = dict(accelerator=accelerator, devices=devices, strategy=strategy if devices > 1 else "auto", logger=False,
                   enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                   num_sanity_val_steps=0, use_distributed_sampler=False, default_root_dir=root)
     kwargs.update(overrides)
@@ -41,13 +42,13 @@ def make_trainer(devices: int, strategy: str, root: str, **overrides) -> L.Train
 
 
 def evaluate(data: str, original: str, pairs: str | None, devices: int = 1, strategy: str = "ddp",
-             root: str = ".") -> dict[str, float]:
+             root: str = ".", accelerator: str = "cpu") -> dict[str, float]:
     """Every FaceEvaluation metric of θ0 on the tiny set (retrieval, compactness, verification)."""
     pair_sets = [{"name": "pairs", "format": "list", "path": pairs, "image_root": data}] if pairs else None
     dm = tiny_datamodule(data, pairs=pair_sets, **EVAL_DATA)
     model = Pretrain.load_from_checkpoint(original, map_location="cpu")
     evaluation = FaceEvaluation(ks=(1, 5))
-    trainer = make_trainer(devices, strategy, root, callbacks=[evaluation])
+    trainer = make_trainer(devices, strategy, root, accelerator, callbacks=[evaluation])
     trainer.validate(model, datamodule=dm, verbose=False)
     counts = {"n_retrieval": len(dm.eval_groups()[0]), "n_pair_images": sum(p.num_images for p in dm.pair_sets)}
     return {**evaluation.last, **counts}
@@ -115,12 +116,14 @@ def main() -> None:
     parser.add_argument("--pairs")
     parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--strategy", default="ddp")
+    parser.add_argument("--accelerator", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.task == "eval":
-        result = evaluate(args.data, args.original, args.pairs, args.devices, args.strategy, str(out))
+        result = evaluate(args.data, args.original, args.pairs, args.devices, args.strategy, str(out),
+                          args.accelerator)
     else:
         result = train(args.data, args.original, args.devices, args.strategy, str(out))
     rank = int(os.environ.get("LOCAL_RANK", "0")) if args.devices > 1 else 0
