@@ -1,0 +1,260 @@
+"""The study: do both papers' claims hold? Every method, the original and the retrain oracle, over seeds.
+
+For each data set and seed: pretrain θ0; for each protocol retrain the oracle on D_r; give every method
+the same tuning budget (``--budget`` settings of its learning rate and main weight), chosen by UES on a
+*validation* forget set (another forget draw over the same held-out images, ``data.forget_seed``), never on
+the evaluation split; run the chosen setting on the evaluation split with the oracle configured; collect
+with ``unlearnkit report``; write ``docs/results.md`` (mean ± std over seeds, chosen settings, cost
+relative to retraining) and print one line per claim: ``claim <name> holds|fails <figures>``.
+
+Every run goes through the same CLI and configs a user runs. ``--quick``: one seed, the synthetic set,
+fewer epochs and two settings per method (a smoke test of the whole pipeline, not a result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+IDENTITY_METHODS = ["Finetune", "GradientAscent", "RandomLabel", "BoundaryShrink", "BoundaryExpand", "Scrub",
+                    "BadTeacher", "Dispersion", "HardDispersion"]
+LABEL_FREE = ["Cure", "GradientAscent", "RandomLabel", "Scrub", "BadTeacher"]
+# the "main weight" each method is tuned on besides its learning rate
+MAIN_WEIGHT = {"GradientAscent": ("retain_weight", [0.0, 1.0]), "RandomLabel": ("retain_weight", [0.0, 1.0]),
+               "Dispersion": ("retain_weight", [0.0, 1.0]), "HardDispersion": ("retain_weight", [0.0, 1.0]),
+               "Scrub": ("forget_weight", [1.0, 2.0]), "BadTeacher": ("temperature", [1.0, 4.0]),
+               "Cure": ("lambda_cos", [1.0, 2.0]), "BoundaryShrink": ("epsilon", [0.1, 0.2]),
+               "Finetune": ("weight_decay", [0.0005, 0.0]), "BoundaryExpand": ("weight_decay", [0.0, 0.0005])}
+DATASETS = {"synthetic": "configs/data/synthetic.yaml", "lfw_subset": "configs/data/lfw_subset.yaml"}
+PROTOCOLS = {"identity": [], "sample": ["--data.protocol", "sample", "--data.forget", "0.1"],
+             "quality": ["--data.protocol", "quality", "--data.forget", "0.1"]}
+
+
+def method_lr(method: str) -> float:
+    from unlearnkit.methods import load_all
+
+    name = {cls.__name__: key for key, cls in load_all().items()}[method]
+    return yaml.safe_load((ROOT / f"configs/method/{name}.yaml").read_text())["init_args"]["lr"]
+
+
+def settings(method: str, budget: int) -> list[dict]:
+    """``budget`` settings: lr × {1, 3} crossed with the two main-weight values, in a fixed order."""
+    lr = method_lr(method)
+    name, values = MAIN_WEIGHT[method]
+    grid = [{"lr": lr, name: values[0]}, {"lr": lr * 3, name: values[0]}, {"lr": lr, name: values[1]},
+            {"lr": lr * 3, name: values[1]}]
+    return grid[:budget]
+
+
+class Study:
+    def __init__(self, args) -> None:
+        self.args, self.out = args, Path(args.out)
+        self.common = ["--wandb", "false", "--trainer.enable_progress_bar", "false"]
+        self.common += [token for item in args.set for token in ("--" + item.split("=", 1)[0], item.split("=", 1)[1])]
+
+    def cli(self, run_dir: Path, args: list[str]) -> dict:
+        from unlearnkit.cli.main import main
+
+        if not (run_dir / "metrics.json").exists():
+            code = main([*args, "--run_dir", str(run_dir), *self.common])
+            if code:
+                raise SystemExit(f"run {run_dir} failed with exit code {code}")
+        return json.loads((run_dir / "metrics.json").read_text())["metrics"]
+
+    def trainer_config(self, oracle: Path | None, epochs: int, path: Path) -> Path:
+        config = yaml.safe_load((ROOT / "configs/trainer/cpu_unlearn.yaml").read_text())
+        config["max_epochs"] = epochs
+        for callback in config.get("callbacks", []):
+            if callback["class_path"].endswith("FaceEvaluation") and oracle is not None:
+                callback.setdefault("init_args", {})["oracle"] = str(oracle)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def run_seed(self, dataset: str, seed: int) -> dict:
+        a, base = self.args, self.out / dataset / f"seed{seed}"
+        data = ["--data", str(ROOT / DATASETS[dataset]), "--data.seed", str(seed), "--seed_everything", str(seed)]
+        pretrain_epochs = ["--trainer.max_epochs", str(a.pretrain_epochs)] if a.pretrain_epochs else []
+        experiment = str(ROOT / "configs/experiment/pretrain_synthetic.yaml")
+        self.cli(base / "original", ["fit", "--config", experiment, *data, *pretrain_epochs])
+        original = base / "original" / "checkpoints" / "last.ckpt"
+        results = {"original": base / "original", "runs": {}, "chosen": {}}
+        unlearn = str(ROOT / "configs/experiment/unlearn_synthetic.yaml")
+        for protocol, methods in (("identity", IDENTITY_METHODS), ("sample", LABEL_FREE), ("quality", ["Cure"])):
+            extra = PROTOCOLS[protocol]
+            tune_trainer = self.trainer_config(None, a.epochs, base / f"trainer-tune-{protocol}.yaml")
+            chosen = {}
+            for method in methods:
+                labels = ["--model.labels", "pseudo"] if protocol != "identity" and method != "Cure" else []
+                scored = []
+                for k, setting in enumerate(settings(method, a.budget)):
+                    overrides = [x for key, v in setting.items() for x in (f"--model.{key}", str(v))]
+                    metrics = self.cli(base / "tune" / f"{protocol}-{method}-{k}",
+                                       ["fit", "--config", unlearn, "--trainer", str(tune_trainer), *data, *extra,
+                                        "--data.forget_seed", "1", "--model", method, "--model.original",
+                                        str(original), *labels, *overrides])
+                    scored.append((metrics.get("UES", float("-inf")), k, setting))
+                chosen[method] = max(scored, key=lambda t: (t[0], -t[1]))[2]
+            results["chosen"][protocol] = chosen
+            oracle_dir = base / f"{protocol}-oracle"
+            # a one-step run writes the evaluation split's manifest, so the oracle retrains on exactly that D_r
+            split_runs = base / "split" / protocol
+            self.cli(split_runs, ["fit", "--config", unlearn, "--trainer", str(tune_trainer), *data, *extra,
+                                  "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
+                                  "--model", "Cure", "--model.original", str(original)])
+            manifest = ["--data.split_manifest", str(split_runs / "split.csv")]
+            self.cli(oracle_dir, ["fit", "--config", str(ROOT / "configs/experiment/retrain_synthetic.yaml"), *data,
+                                  *extra, *manifest, *pretrain_epochs])
+            trainer = self.trainer_config(oracle_dir / "checkpoints" / "last.ckpt", a.epochs,
+                                          base / f"trainer-{protocol}.yaml")
+            for method in methods:
+                labels = ["--model.labels", "pseudo"] if protocol != "identity" and method != "Cure" else []
+                overrides = [x for key, v in chosen[method].items() for x in (f"--model.{key}", str(v))]
+                run = base / f"{protocol}-{method}"
+                self.cli(run, ["fit", "--config", unlearn, "--trainer", str(trainer), *data, *extra, *manifest,
+                               "--model", method, "--model.original", str(original), *labels, *overrides])
+                results["runs"][(protocol, method)] = run
+            results["runs"][(protocol, "Retrain")] = oracle_dir
+        return results
+
+
+def load(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())["metrics"]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v == v]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(all_results: dict[str, list[dict]]) -> tuple[dict, list[str]]:
+    """Per data set, protocol and method: mean ± std of each metric over seeds."""
+    keys = ["forget/mAP", "forget/R@1", "forget/CS", "retain/mAP", "retain/R@1", "retain/CS", "UES",
+            "mia/membership_recall", "mia/attack_acc", "cost/wall_seconds"]
+    table = {}
+    for dataset, seeds in all_results.items():
+        for (protocol, method) in seeds[0]["runs"]:
+            rows = [load(r["runs"][(protocol, method)]) for r in seeds]
+            table[(dataset, protocol, method)] = {k: mean_std([row.get(k, float("nan")) for row in rows]) for k in keys}
+            verify = sorted({k for row in rows for k in row if k.startswith("verify/") and k.endswith("/acc")})
+            for k in verify:
+                table[(dataset, protocol, method)][k] = mean_std([row.get(k, float("nan")) for row in rows])
+                table[(dataset, protocol, method)]["original/" + k] = mean_std(
+                    [row.get("original/" + k, float("nan")) for row in rows])
+        for protocol in ("identity", "sample"):
+            rows = [load(r["runs"][(protocol, "Finetune" if protocol == "identity" else "Cure")]) for r in seeds]
+            table[(dataset, protocol, "Original")] = {
+                k: mean_std([row.get(f"original/{k}", float("nan")) for row in rows]) for k in keys}
+    return table, keys
+
+
+def claims(table: dict, dataset: str) -> list[str]:
+    t = lambda p, m, k: table.get((dataset, p, m), {}).get(k, (float("nan"), 0))[0]  # noqa: E731
+    lines = []
+    disp = ["Dispersion", "HardDispersion"]
+    base = ["RandomLabel", "GradientAscent", "BoundaryShrink"]
+    ok = all(t("identity", d, k) < t("identity", b, k) for d in disp for b in base for k in ("forget/mAP", "forget/CS"))
+    retain_ok = all(abs(t("identity", d, "retain/mAP") - t("identity", "Original", "retain/mAP")) <= 0.03 for d in disp)
+    fig = " ".join(f"{m}:fmAP={t('identity', m, 'forget/mAP'):.3f},fCS={t('identity', m, 'forget/CS'):.3f},"
+                   f"rmAP={t('identity', m, 'retain/mAP'):.3f}" for m in disp + base + ["Original"])
+    lines.append(f"claim dispersion_lowest_forget {'holds' if ok and retain_ok else 'fails'} [{dataset}] {fig}")
+    r1 = t("identity", "Dispersion", "forget/R@1") / max(1e-9, t("identity", "Original", "forget/R@1"))
+    mp = t("identity", "Dispersion", "forget/mAP") / max(1e-9, t("identity", "Original", "forget/mAP"))
+    lines.append(f"claim r1_outlives_map {'holds' if r1 > mp else 'fails'} [{dataset}] "
+                 f"R@1 kept {r1:.2f} of original, mAP kept {mp:.2f}")
+    others = [m for m in LABEL_FREE if m != "Cure"]
+    ues = {m: t("sample", m, "UES") for m in LABEL_FREE}
+    lines.append(f"claim cure_best_label_free_ues {'holds' if all(ues['Cure'] > ues[m] for m in others) else 'fails'} "
+                 f"[{dataset}] " + " ".join(f"{m}={v:.3f}" for m, v in ues.items()))
+    mia = {m: t("sample", m, "mia/membership_recall") for m in LABEL_FREE}
+    oracle = t("sample", "Retrain", "mia/membership_recall")
+    closest = min(LABEL_FREE, key=lambda m: abs(mia[m] - oracle))
+    holds = all(mia["Cure"] <= mia[m] for m in others) and closest == "Cure"
+    lines.append(f"claim cure_lowest_membership {'holds' if holds else 'fails'} [{dataset}] "
+                 + " ".join(f"{m}={v:.3f}" for m, v in mia.items()) + f" oracle={oracle:.3f}")
+    row = table.get((dataset, "quality", "Cure"), {})
+    verify = [k for k in row if k.startswith("verify/")]
+    if verify:
+        k = verify[0]
+        after, before = row[k][0], row["original/" + k][0]
+        lines.append(f"claim quality_forgetting_helps {'holds' if after >= before else 'fails'} [{dataset}] "
+                     f"{k} before {before:.4f} after {after:.4f}")
+    else:
+        lines.append(f"claim quality_forgetting_helps fails [{dataset}] no verification pairs configured")
+    return lines
+
+
+def write_results(path: Path, table: dict, keys: list[str], all_results: dict, claim_lines: list[str],
+                  minutes: float, args) -> None:
+    from unlearnkit.utils.io import write_text
+
+    out = ["# Results", "", f"Produced by `python benchmarks/study.py {' '.join(sys.argv[1:])}` in "
+           f"{minutes:.1f} minutes on this machine; seeds {args.seeds}, budget {args.budget} settings per "
+           "method, chosen by UES on a validation forget set (`data.forget_seed=1`).", "", "## Claims", "",
+           *[f"- `{line}`" for line in claim_lines], ""]
+    for dataset in all_results:
+        for protocol in ("identity", "sample", "quality"):
+            rows = [(m, v) for (d, p, m), v in table.items() if d == dataset and p == protocol]
+            if not rows:
+                continue
+            extra = sorted({k for _, v in rows for k in v if k.startswith("verify/")})
+            cols = keys + extra
+            out += [f"## {dataset}, {protocol} protocol (mean ± std over seeds)", "",
+                    "| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+            for method, values in sorted(rows):
+                cells = [f"{values[k][0]:.3f} ± {values[k][1]:.3f}" if k in values else "" for k in cols]
+                out.append(f"| {method} | " + " | ".join(cells) + " |")
+            out.append("")
+    out += ["## Chosen settings", ""]
+    for dataset, seeds in all_results.items():
+        for i, r in enumerate(seeds):
+            for protocol, chosen in r["chosen"].items():
+                for method, setting in chosen.items():
+                    out.append(f"- {dataset} seed {args.seeds[i]} {protocol} {method}: {setting}")
+    write_text(path, "\n".join(out) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument("--budget", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=5, help="unlearning epochs")
+    parser.add_argument("--pretrain_epochs", type=int, default=None)
+    parser.add_argument("--out", default="runs/study")
+    parser.add_argument("--results", default="docs/results.md")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a CLI override for every run, e.g. data.num_identities=12 (tests use a tiny set)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.datasets, args.budget, args.epochs = args.seeds[:1], ["synthetic"], 2, 2
+    started = time.perf_counter()
+    study = Study(args)
+    all_results = {d: [study.run_seed(d, s) for s in args.seeds] for d in args.datasets}
+    for dataset, seeds in all_results.items():
+        from unlearnkit.report import write_report
+
+        for seed, r in zip(args.seeds, seeds):
+            write_report([r["original"], *r["runs"].values()], study.out / dataset / f"seed{seed}" / "report")
+    table, keys = summarise(all_results)
+    claim_lines = [line for d in all_results for line in claims(table, d)]
+    minutes = (time.perf_counter() - started) / 60
+    write_results(Path(args.results), table, keys, all_results, claim_lines, minutes, args)
+    for line in claim_lines:
+        print(line)
+    print(f"study finished in {minutes:.1f} min; results in {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
