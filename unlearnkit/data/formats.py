@@ -292,7 +292,10 @@ class CelebASource(FaceSource):
         if (images / "img_align_celeba").is_dir():  # the Kaggle archive nests the folder once more
             images = images / "img_align_celeba"
         if not images.is_dir():
-            raise DataError(f"CelebA image folder {images} does not exist: expected root/img_align_celeba/")
+            raise DataError(
+                f"CelebA image folder {images} does not exist: expected {self.root}/img_align_celeba/*.jpg with "
+                f"{self.root}/identity_CelebA.txt (and list_eval_partition.txt to pick a partition)"
+            )
         folder = images.relative_to(self.root).as_posix()
         wanted = None
         if partition is not None:

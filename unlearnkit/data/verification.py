@@ -195,7 +195,10 @@ def load_lfw_pairs(
     """
     pairs_txt, root = Path(pairs_txt).expanduser(), Path(image_root).expanduser()
     if not pairs_txt.is_file():
-        raise DataError(f"LFW pairs file {pairs_txt} does not exist")
+        raise DataError(
+            f"LFW pairs file {pairs_txt} does not exist: expected LFW's pairs.txt, its images at "
+            f"{root}/<Name>/<Name>_<iiii>.{ext}"
+        )
     lines = [
         (n, line.split()) for n, line in enumerate(pairs_txt.read_text().splitlines(), 1) if line.strip()
     ]
@@ -238,7 +241,9 @@ def load_pairs_file(path: str | Path, image_root: str | Path, skip_missing: bool
     """
     path, root = Path(path).expanduser(), Path(image_root).expanduser()
     if not path.is_file():
-        raise DataError(f"pair list {path} does not exist")
+        raise DataError(
+            f"pair list {path} does not exist: expected lines 'path1 path2 issame [fold]', paths under {root}"
+        )
     collector = _PairCollector(path, root, skip_missing)
     has_folds = True
     for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -274,7 +279,10 @@ def covered_pairs_lfw_subset(root: str | Path, seed: int, n_negative: int | None
     root = Path(root).expanduser()
     covered = root / "pairs_same_covered.txt"
     if not covered.is_file():
-        raise DataError(f"{covered} does not exist: expected the LFW subset of shared/data/lfw_subset")
+        raise DataError(
+            f"{covered} does not exist: expected the LFW subset of shared/data/lfw_subset "
+            f"(<Name>/<Name>_<iiii>.jpg folders and pairs_same_covered.txt) in {root}"
+        )
     images = {
         folder.name: sorted(f.name for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         for folder in sorted(root.iterdir())
