@@ -86,12 +86,14 @@ class FaceModule(L.LightningModule):
         self.save_hyperparameters()
         # under LightningCLI hparams come from the config; record what was actually built (e.g. θ0's arch)
         self.hparams.update(actual)
+        self._hparams_initial = copy.deepcopy(self._hparams)  # Lightning logs (and checks) these: what was built
         self.backbone = create_backbone(backbone, embedding_size=embedding_size, image_size=image_size)
         self.head: nn.Module | None = None
         if num_classes:
             self.build_head(num_classes)
         self.cost = {"forward_images": 0, "backward_images": 0, "teacher_forward_images": 0}
         self._fit_started: float | None = None
+        self._wall_before = 0.0  # seconds spent before a resume (from the checkpoint)
 
     @property
     def train_parts(self) -> tuple[str, ...]:
@@ -108,8 +110,26 @@ class FaceModule(L.LightningModule):
         self.hparams["num_classes"] = num_classes
 
     def setup(self, stage: str) -> None:
+        self.check_image_size(self.trainer.datamodule)
         if self.head is None:
             self.build_head(self.trainer.datamodule.num_classes)
+
+    def check_image_size(self, datamodule) -> None:
+        """The data must come at the size the backbone was built for (θ0's size, for an unlearning method)."""
+        size = getattr(datamodule, "hparams", {}).get("image_size")
+        if size is not None and size != self.hparams.image_size:
+            raise ConfigError(f"the model takes {self.hparams.image_size} px images but data.image_size is {size}: "
+                              f"set --data.image_size {self.hparams.image_size}")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # a resumed run continues the cost ledger
+        elapsed = time.perf_counter() - self._fit_started if self._fit_started else 0.0
+        checkpoint["cost"] = {**self.cost, "wall_seconds": self._wall_before + elapsed}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        cost = dict(checkpoint.get("cost", {}))
+        self._wall_before = float(cost.pop("wall_seconds", 0.0))
+        self.cost.update(cost)
 
     def configure_model(self) -> None:
         """Compile the backbone once, lazily (the hook runs at the start of every fit/validate/test)."""
@@ -196,7 +216,8 @@ class FaceModule(L.LightningModule):
             counts = dict(zip(counts, t.tolist()))
         out = {f"cost/{k}": float(v) for k, v in counts.items()}
         out["cost/optimizer_steps"] = float(self.trainer.global_step if self.trainer else 0)
-        out["cost/wall_seconds"] = time.perf_counter() - self._fit_started if self._fit_started else 0.0
+        out["cost/wall_seconds"] = self._wall_before + (time.perf_counter() - self._fit_started
+                                                        if self._fit_started else 0.0)
         return out
 
 
@@ -330,6 +351,7 @@ class UnlearningMethod(FaceModule):
         datamodule = self.trainer.datamodule
         self.check_protocol(datamodule.hparams.protocol, self.hparams.labels)
         self.load_original()
+        self.check_image_size(datamodule)
         if self.head is None:
             # an insightface backbone.pth has no head: start from θ0's identity centroids
             self.build_head(datamodule.num_classes, init=self._identity_centroids(datamodule))
