@@ -1,4 +1,4 @@
-"""The run directory's files: ``metrics.json`` (final metric values and the cost ledger), written atomically."""
+"""The run directory's files: ``metrics.json`` (final metric values, the cost ledger, skipped images), atomically."""
 
 from __future__ import annotations
 
@@ -38,6 +38,19 @@ class RunSummary(L.Callback):
         if trainer.is_global_zero:
             path = Path(trainer.default_root_dir) / self.filename
             write_json(path, {"stage": stage, "model": type(pl_module).__name__, "metrics": metrics})
+
+    @staticmethod
+    def _log_bad_images(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """``data/bad_images``: unreadable images skipped so far (``data.on_bad_image: skip``)."""
+        datamodule = trainer.datamodule
+        if getattr(datamodule, "bad_images", None) is not None:
+            pl_module.log("data/bad_images", float(datamodule.bad_image_count()))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._log_bad_images(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self._log_bad_images(trainer, pl_module)
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self._write(trainer, pl_module, "fit")

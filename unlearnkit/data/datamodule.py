@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from unlearnkit.data import verification
+from unlearnkit.data.robust import BadImages, ResumableLoader, ResumableSampler
 from unlearnkit.data.samplers import PKSampler, ShuffleSampler, shard_contiguous
 from unlearnkit.data.sources import FaceSource, open_source, read_quality_csv
 from unlearnkit.data.splits import PARTS, Split, make_split, read_manifest
@@ -33,18 +34,23 @@ class FaceDataset(Dataset):
     """Samples ``indices`` of a source as dicts ``{image, label, index[, group]}``."""
 
     def __init__(self, source: FaceSource, indices, labels: np.ndarray, transform: FaceTransform,
-                 groups=None, random_flip: bool = False) -> None:
+                 groups=None, random_flip: bool = False, bad_images: BadImages | None = None) -> None:
         self.source, self.indices, self.labels = source, np.asarray(indices), labels
         self.transform, self.groups, self.random_flip = transform, groups, random_flip
+        self.bad_images = bad_images
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int | tuple[int, bool]) -> dict:
+        if isinstance(i, tuple):  # (i, flip) from a ResumableSampler: the flip is decided there
+            i, flip = i[0], self.random_flip and i[1]
+        else:
+            flip = self.random_flip and bool(torch.rand(()) < 0.5)
         index = int(self.indices[i])
-        flip = self.random_flip and bool(torch.rand(()) < 0.5)
+        image = self.bad_images.load(self.source, index) if self.bad_images else self.source.load(index)
         item = {
-            "image": self.transform(self.source.load(index), flip=flip),
+            "image": self.transform(image, flip=flip),
             "label": int(self.labels[index]),
             "index": index,
         }
@@ -137,6 +143,8 @@ class FaceDataModule(L.LightningDataModule):
         pairs: verification sets: a list of ``{name, format: bin|lfw|lfw_subset|list, path, image_root}``, or
             ``{name, format: heldout, num_pairs}`` for seeded pairs among the set's own held-out images.
         num_workers: DataLoader workers.
+        on_bad_image: an unreadable image ``stop``s the run (an error naming it) or is ``skip``ped: replaced by
+            another image of the same person in the same part, and counted as ``data/bad_images``.
         seed: the split's and samplers' seed.
         forget_seed: draw another forget set over the same held-out images (a validation split for tuning).
     """
@@ -160,6 +168,7 @@ class FaceDataModule(L.LightningDataModule):
         eval_per_group: int = 2000,
         pairs: list[dict] | None = None,
         num_workers: int = 0,
+        on_bad_image: str = "stop",
         seed: int = 0,
         forget_seed: int | None = None,
     ) -> None:
@@ -169,12 +178,19 @@ class FaceDataModule(L.LightningDataModule):
             raise ConfigError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
         if pk_identities < 1 or pk_images < 2:
             raise ConfigError("P×K batches need pk_identities ≥ 1 and pk_images ≥ 2")
+        if heldout_per_identity < 0:
+            raise ConfigError(f"heldout_per_identity must be ≥ 0, got {heldout_per_identity}")
+        if on_bad_image not in ("stop", "skip"):
+            raise ConfigError(f"on_bad_image must be 'stop' or 'skip', got {on_bad_image!r}")
         self.save_hyperparameters()
         self.hparams.update(actual)  # under LightningCLI, subclasses' fixed arguments are not in the config
         self.transform = FaceTransform(image_size, crop=crop)
         self.source: FaceSource | None = None
         self.split: Split | None = None
         self.pair_sets: list = []
+        self.bad_images: BadImages | None = None
+        self._train_loaders: dict = {}  # the current training loaders, by part
+        self._resume_loaders: dict = {}  # their positions from a checkpoint, applied when they are built
 
     # ----------------------------------------------------------------- set-up
     def prepare_source(self) -> FaceSource:
@@ -189,6 +205,9 @@ class FaceDataModule(L.LightningDataModule):
         self.class_of = {name: i for i, name in enumerate(names)}
         self.labels = np.array([self.class_of[n] for n in self.source.identities], dtype=np.int64)
         self.split = self._make_split()
+        if self.hparams.on_bad_image == "skip":  # a replacement shares the person and the part
+            part_code = np.searchsorted(np.array(sorted(PARTS)), self.split.parts)
+            self.bad_images = BadImages(self.labels * len(PARTS) + part_code)
         self.pair_sets = [self._load_pairs(spec) for spec in (self.hparams.pairs or [])]
         run_dir = self._run_dir()
         if run_dir is not None and self._is_global_zero():
@@ -292,10 +311,15 @@ class FaceDataModule(L.LightningDataModule):
             raise DataError("the forget set is empty: choose a larger forget size or other identities")
         return indices
 
-    def _loader(self, dataset: Dataset, sampler, batch_size: int) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler, batch_size: int, resumable: bool = False) -> DataLoader:
         workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                          num_workers=workers, persistent_workers=workers > 0, pin_memory=False)
+        loader = ResumableLoader if resumable else DataLoader  # training: resumes mid-epoch from a checkpoint
+        return loader(dataset, batch_size=batch_size, sampler=sampler,
+                      num_workers=workers, persistent_workers=workers > 0, pin_memory=False)
+
+    def bad_image_count(self) -> int:
+        """Unreadable images skipped so far (``on_bad_image: skip``), over all ranks."""
+        return self.bad_images.count(self.trainer) if self.bad_images is not None else 0
 
     def train_loader(self, part: str, pk: bool = False, num_samples: int | None = None) -> DataLoader:
         """A shuffled training loader over one part; ``pk`` gives P×K identity batches."""
@@ -303,15 +327,15 @@ class FaceDataModule(L.LightningDataModule):
         rank, world = self._rank()
         indices = self.part_indices(part)
         dataset = FaceDataset(self.source, np.arange(len(self.source)), self.labels, self.transform,
-                              random_flip=True)
+                              random_flip=True, bad_images=self.bad_images)
         if pk:
             batch = hp.pk_identities * hp.pk_images
             num_batches = math.ceil(num_samples / batch) if num_samples else None
             sampler = PKSampler(indices, self.labels[indices], hp.pk_identities, hp.pk_images,
                                 num_batches, hp.seed, rank, world)
-            return self._loader(dataset, sampler, batch)
+            return self._loader(dataset, ResumableSampler(sampler, hp.seed), batch, resumable=True)
         sampler = ShuffleSampler(indices, num_samples, hp.seed, rank, world)
-        return self._loader(dataset, sampler, hp.batch_size)
+        return self._loader(dataset, ResumableSampler(sampler, hp.seed), hp.batch_size, resumable=True)
 
     def train_dataloader(self):
         module = self.trainer.lightning_module
@@ -322,7 +346,18 @@ class FaceDataModule(L.LightningDataModule):
         epoch_samples = len(loaders[first].sampler) * self._rank()[1]
         for part in parts[1:]:
             loaders[part] = self.train_loader(part, pk=part in pk_parts, num_samples=epoch_samples)
+        for part, loader in loaders.items():
+            if part in self._resume_loaders:
+                loader.load_state_dict(self._resume_loaders.pop(part))
+        self._train_loaders = loaders
         return loaders
+
+    def state_dict(self) -> dict:
+        """Where each training loader is in its pass (saved in checkpoints: a resumed run continues there)."""
+        return {"train_loaders": {part: loader.state_dict() for part, loader in self._train_loaders.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_loaders = dict(state.get("train_loaders", {}))
 
     def eval_groups(self) -> np.ndarray:
         """Source indices and group codes of the retrieval evaluation set (seeded, capped per group)."""
@@ -351,7 +386,8 @@ class FaceDataModule(L.LightningDataModule):
         rank, world = self._rank() if shard else (0, 1)
         mine = shard_contiguous(np.arange(len(indices)), rank, world)
         dataset = FaceDataset(self.source, np.asarray(indices)[mine], self.labels, self.transform,
-                              groups=None if groups is None else np.asarray(groups)[mine])
+                              groups=None if groups is None else np.asarray(groups)[mine],
+                              bad_images=self.bad_images)
         return self._loader(dataset, _IndexedSampler(len(dataset)), self.hparams.eval_batch_size)
 
     def pair_loader(self, pair_set: PairSet) -> DataLoader:
