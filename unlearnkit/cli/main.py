@@ -11,18 +11,23 @@ import os
 import pickle
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from jsonargparse._common import debug_mode_active
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 
+from unlearnkit.callbacks.checkpoint import AtomicCheckpointIO
 from unlearnkit.callbacks.run_files import RunSummary
 from unlearnkit.data.datamodule import FaceDataModule, SyntheticFaces  # noqa: F401  (short names for --data)
 from unlearnkit.errors import CheckpointError, ConfigError, UnlearnkitError
 from unlearnkit.methods import load_all
 from unlearnkit.methods.base import FaceModule
+from unlearnkit.utils.run_lock import RunLock
 from unlearnkit.utils.safe_pickle import weights_only_refusal
 
 METHOD_CLASSES = load_all()  # every registered method is a valid --model short name
@@ -71,6 +76,14 @@ def _user_error(err: BaseException) -> UnlearnkitError | None:
 
 
 class UnlearnCLI(LightningCLI):
+    def __init__(self, *args, **kwargs) -> None:
+        self.run_lock: RunLock | None = None
+        try:
+            super().__init__(*args, **kwargs)  # parses, builds and (run=True) runs the subcommand
+        finally:
+            if self.run_lock is not None:
+                self.run_lock.release()
+
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
@@ -98,6 +111,9 @@ class UnlearnCLI(LightningCLI):
                             help="run directory (default runs/<Model>-<time>); must not hold another run")
         parser.add_argument("--wandb", type=bool, default=True, help="log to Weights & Biases (offline by default)")
         parser.add_argument("--wandb_project", type=str, default="unlearnkit")
+        # checkpoints: last.ckpt after every epoch by default; --checkpoint.every_n_train_steps N for long epochs
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True})
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
@@ -107,11 +123,20 @@ class UnlearnCLI(LightningCLI):
             run_dir = f"runs/{model}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(run_dir)
         resuming = bool(config.get("ckpt_path")) and self.subcommand == "fit"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if rank_zero_only.rank == 0:  # one run per directory, for the run's life (other DDP ranks join it)
+            self.run_lock = RunLock(run_dir).acquire()
         if (run_dir / "metrics.json").exists() and not resuming:
             raise UnlearnkitError(f"run directory {run_dir} already holds a finished run: choose another --run_dir")
-        if resuming:  # a resumed (e.g. requeued SLURM) run rewrites its own config.yaml
+        checkpoints = sorted(run_dir.glob("checkpoints/*.ckpt")) + sorted(run_dir.glob("hpc_ckpt_*.ckpt"))
+        if checkpoints and not resuming:
+            raise UnlearnkitError(f"run directory {run_dir} holds checkpoints of an unfinished run: resume it with "
+                                  f"--ckpt_path {checkpoints[-1]}, or choose another --run_dir")
+        if (run_dir / "config.yaml").exists() and not resuming and rank_zero_only.rank == 0:
+            print(f"note: {run_dir} holds a run that stopped before its first checkpoint: starting it afresh",
+                  file=sys.stderr)
+        if resuming or (run_dir / "config.yaml").exists():  # a resumed (e.g. requeued) run rewrites config.yaml
             self.save_config_kwargs["overwrite"] = True
-        run_dir.mkdir(parents=True, exist_ok=True)
         config.run_dir = str(run_dir)
         config.trainer.default_root_dir = str(run_dir)
 
@@ -119,6 +144,8 @@ class UnlearnCLI(LightningCLI):
         config = self.config[self.subcommand]
         if config.trainer.get("logger") in (None, True):
             run_dir = config.run_dir
+            if rank_zero_only.rank == 0:  # CSVLogger deletes an existing metrics.csv (e.g. before a resume)
+                _set_aside(Path(run_dir) / "metrics.csv")
             loggers = [CSVLogger(run_dir, name="", version="")]
             if config.wandb:
                 from lightning.pytorch.loggers import WandbLogger
@@ -129,7 +156,23 @@ class UnlearnCLI(LightningCLI):
                 loggers.append(WandbLogger(save_dir=run_dir, project=config.wandb_project, name=Path(run_dir).name,
                                            id=run_id, resume="allow" if run_id else None))
             kwargs["logger"] = loggers
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a plugin the config chose
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # temp file + rename; weights-only reads
+        return trainer
+
+
+def _set_aside(path: Path) -> None:
+    """Rename ``metrics.csv`` to the first free ``metrics.part<N>.csv`` (the log of an interrupted run)."""
+    if path.is_file():
+        n = 1
+        while path.with_suffix(f".part{n}{path.suffix}").exists():
+            n += 1
+        os.replace(path, path.with_suffix(f".part{n}{path.suffix}"))
+
+
+# our run directory always holds files (lock, config, earlier parts) before the CSV logger starts; see _set_aside
+warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> UnlearnCLI:
@@ -143,7 +186,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> UnlearnCLI:
         trainer_defaults={
             "use_distributed_sampler": False,  # our samplers shard by rank (P×K batches, exact evaluation)
             "num_sanity_val_steps": 0,
-            "callbacks": [RunSummary(), ModelCheckpoint(save_last=True)],
+            "callbacks": [RunSummary()],
         },
         args=args,
         run=run,
