@@ -49,7 +49,8 @@ def quality_correlation(run_dir: Path, data_args: list[str]) -> float:
     from unlearnkit.data.quality import score_source
     from unlearnkit.methods.base import Pretrain
 
-    model = Pretrain.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", map_location="cpu")
+    model = Pretrain.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt", map_location="cpu",
+                                          weights_only=True)
     dm = SyntheticFaces(**yaml.safe_load(Path(data_args[1]).read_text())["init_args"])
     dm.setup()
     scores = score_source(model.backbone, dm.source, dm.transform)
