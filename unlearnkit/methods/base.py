@@ -327,7 +327,10 @@ class UnlearningMethod(FaceModule):
             return
         ckpt = read_checkpoint(self.hparams.original)
         state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
-        load_backbone_weights(self.backbone, state, strict=True)
+        try:
+            load_backbone_weights(self.backbone, state, strict=True)
+        except CheckpointError as err:  # name the file, not "state dict"
+            raise CheckpointError(f"{self.hparams.original}: {str(err).removeprefix('state dict: ')}") from err
         head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
         if head_state:
             if self.head is None:
