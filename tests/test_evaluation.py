@@ -1,0 +1,267 @@
+"""The evaluation callback: its values equal the functional metrics on the embeddings it saved, θ0 and the
+oracle are embedded once per run, UES follows its formula, the attack separates what is separable and
+nothing else, and the run's files and W&B media are written."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import ARCH, quiet_trainer, tiny_datamodule
+
+from unlearnkit.callbacks import evaluation as E
+from unlearnkit.callbacks.evaluation import EvalEmbeddings, FaceEvaluation, membership_metrics, ues_metrics
+from unlearnkit.callbacks.run_files import RunSummary
+from unlearnkit.data.datamodule import GROUP_ID
+from unlearnkit.errors import ConfigError
+from unlearnkit.metrics import functional as MF
+
+# ------------------------------------------------------------------------------------------------ UES
+
+
+def test_ues_against_the_original_on_hand_made_cases():
+    original = {"forget/mAP": 0.8, "retain/mAP": 0.8}
+    r = ues_metrics({"forget/mAP": 0.2, "retain/mAP": 0.72}, original)
+    assert r["UES/F"] == pytest.approx(0.75) and r["UES/R"] == pytest.approx(0.9)
+    assert r["UES"] == pytest.approx(2 * 0.75 * 0.9 / 1.65)
+    # forgetting past zero is clipped to 1; retain drift upwards is penalised like drift downwards
+    r = ues_metrics({"forget/mAP": 0.0, "retain/mAP": 0.9}, original)
+    assert (r["UES/F"], r["UES/R"]) == pytest.approx((1.0, 0.875))
+    # nothing forgotten: F = 0 so UES = 0 however well retained
+    assert ues_metrics({"forget/mAP": 0.9, "retain/mAP": 0.8}, original)["UES"] == 0.0
+    # the metric is an option: CS keys are read
+    r = ues_metrics({"forget/CS": 0.3, "retain/CS": 0.6}, {"forget/CS": 0.6, "retain/CS": 0.6}, metric="CS")
+    assert (r["UES/F"], r["UES/R"], r["UES"]) == pytest.approx((0.5, 1.0, 2 / 3))
+
+
+def test_ues_against_the_oracle_on_hand_made_cases():
+    original = {"forget/mAP": 0.8, "retain/mAP": 0.8}
+    oracle = {"forget/mAP": 0.3, "retain/mAP": 0.7}
+    r = ues_metrics({"forget/mAP": 0.4, "retain/mAP": 0.63}, original, oracle, reference="oracle")
+    assert (r["UES/F"], r["UES/R"]) == pytest.approx((0.8, 0.9))
+    assert r["UES"] == pytest.approx(2 * 0.72 / 1.7)
+    assert ues_metrics(oracle, original, oracle, reference="oracle")["UES"] == pytest.approx(1.0)
+    assert np.isnan(ues_metrics(oracle, original, None, reference="oracle")["UES"])
+
+
+def test_bad_ues_options_are_config_errors():
+    with pytest.raises(ConfigError, match="ues_metric"):
+        FaceEvaluation(ues_metric="R@10")
+    with pytest.raises(ConfigError, match="oracle"):
+        FaceEvaluation(ues_reference="oracle")
+    with pytest.raises(ConfigError, match="ues_reference"):
+        FaceEvaluation(ues_reference="teacher", oracle="x.ckpt")
+
+
+# ------------------------------------------------------------------------------------------------ MIA
+
+
+def _mia_set(member_noise: float, heldout_noise: float, forget_noise: float, per_identity: int = 40,
+             seed: int = 0) -> EvalEmbeddings:
+    """Identities around random centres; training images (retain and forget) and held-out retain images at
+    their own noise levels."""
+    g = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(10, 32, generator=g), dim=1)
+    parts = [("retain_train", range(8), member_noise), ("retain_test", range(8), heldout_noise),
+             ("forget_train", range(8, 10), forget_noise)]
+    z, labels, groups = [], [], []
+    for group, identities, noise in parts:
+        for label in identities:
+            z.append(centres[label] + noise * torch.randn(per_identity, 32, generator=g) / 32 ** 0.5)
+            labels += [label] * per_identity
+            groups += [GROUP_ID[group]] * per_identity
+    z = torch.cat(z)
+    return EvalEmbeddings({"embeddings": F.normalize(z, dim=1), "labels": torch.tensor(labels),
+                           "ids": torch.arange(len(z)), "groups": torch.tensor(groups)})
+
+
+def test_mia_separable_case_calls_forget_samples_members():
+    r = membership_metrics(_mia_set(member_noise=0.1, heldout_noise=1.5, forget_noise=0.1))
+    assert r["mia/attack_acc"] > 0.95
+    assert r["mia/membership_recall"] > 0.95
+
+
+def test_mia_inseparable_case_is_at_the_base_rate():
+    """Members, non-members and targets drawn alike (many images per identity, so a member's own weight in
+    its centroid is negligible): the attack is useless and says "member" about half the time."""
+    accs, recalls = [], []
+    for seed in range(3):
+        r = membership_metrics(_mia_set(1.0, 1.0, 1.0, per_identity=120, seed=seed), seed=seed)
+        accs.append(r["mia/attack_acc"])
+        recalls.append(r["mia/membership_recall"])
+    assert abs(np.mean(accs) - 0.5) < 0.1
+    assert abs(np.mean(recalls) - 0.5) < 0.2
+
+
+# ------------------------------------------------------------------------------------ the callback in a run
+
+
+def _pair_file(tiny_faces: Path, out: Path) -> Path:
+    rng = np.random.default_rng(0)
+    lines = []
+    for n in range(60):
+        a = int(rng.integers(12))
+        b = a if n % 2 == 0 else int((a + 1 + rng.integers(11)) % 12)
+        i, j = rng.choice(8, 2, replace=False)
+        lines.append(f"id{a:05d}/{i:03d}.jpg\tid{b:05d}/{j:03d}.jpg\t{int(a == b)}")
+    path = out / "tinypairs.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _datamodule(tiny_faces, pairs: Path):
+    return tiny_datamodule(tiny_faces, pairs=[{"name": "tiny", "format": "list", "path": str(pairs),
+                                              "image_root": str(tiny_faces)}])
+
+
+@pytest.fixture(scope="module")
+def oracle_ckpt(tiny_faces, tmp_path_factory) -> Path:
+    """A (very briefly) retrained oracle."""
+    from unlearnkit.methods.base import Retrain
+
+    L.seed_everything(1)
+    out = tmp_path_factory.mktemp("oracle")
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=0, default_root_dir=str(out))
+    trainer.fit(Retrain(**ARCH, lr=0.05), datamodule=tiny_datamodule(tiny_faces))
+    trainer.save_checkpoint(out / "oracle.ckpt")
+    return out / "oracle.ckpt"
+
+
+@pytest.fixture(scope="module")
+def unlearn_run(tiny_faces, original_ckpt, oracle_ckpt, tmp_path_factory):
+    """Two epochs of gradient ascent with the full evaluation, W&B offline; counts reference embeddings."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    from unlearnkit.methods.gradient_ascent import GradientAscent
+
+    run_dir = tmp_path_factory.mktemp("run")
+    calls = []
+    embed_sets = E.embed_sets
+    E.embed_sets = lambda *a, **k: calls.append(1) or embed_sets(*a, **k)
+    try:
+        L.seed_everything(0)
+        model = GradientAscent(original=str(original_ckpt), lr=0.02)
+        dm = _datamodule(tiny_faces, _pair_file(tiny_faces, run_dir))
+        callback = FaceEvaluation(ks=(1, 5), oracle=str(oracle_ckpt), save_embeddings=True)
+        logger = WandbLogger(save_dir=str(run_dir), offline=True, project="unlearnkit-tests")
+        trainer = quiet_trainer(max_epochs=2, limit_train_batches=2, default_root_dir=str(run_dir), logger=logger,
+                                callbacks=[callback, RunSummary()])
+        trainer.fit(model, datamodule=dm)
+        logger.experiment.finish()
+    finally:
+        E.embed_sets = embed_sets
+    logged = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    metrics = json.loads((run_dir / "evaluation.json").read_text())["metrics"]  # float64, as computed
+    return dict(run_dir=run_dir, model=model, dm=dm, callback=callback, metrics=metrics, logged=logged,
+                reference_calls=len(calls))
+
+
+def test_run_logs_every_metric_and_references_once(unlearn_run):
+    m, logged = unlearn_run["metrics"], unlearn_run["logged"]
+    assert all(logged[k] == pytest.approx(v, rel=1e-6, abs=1e-7) for k, v in m.items() if np.isfinite(v))
+    for part in ("forget", "retain"):
+        for metric in ("mAP", "R@1", "R@5", "CS"):
+            for prefix in ("", "original/", "oracle/"):
+                assert np.isfinite(m[f"{prefix}{part}/{metric}"])
+            assert f"oracle_gap/{part}/{metric}" in m
+    for key in ("verify/tiny/acc", "verify/tiny/tar@far=1e-3", "UES", "UES/F", "UES/R", "oracle/UES",
+                "mia/membership_recall", "mia/attack_acc", "original/mia/membership_recall",
+                "oracle/mia/membership_recall"):
+        assert key in m, key
+    assert "cost/wall_seconds" in logged
+    assert unlearn_run["reference_calls"] == 2, "θ0 and the oracle must be embedded once per run, not per epoch"
+    assert m["UES"] == pytest.approx(ues_metrics(m, {k[9:]: v for k, v in m.items() if k.startswith("original/")})["UES"])
+    for key in ("forget/mAP", "retain/R@1", "mia/membership_recall", "verify/tiny/acc"):
+        assert m[f"oracle_gap/{key}"] == pytest.approx(abs(m[key] - m[f"oracle/{key}"]))
+
+
+def test_values_equal_the_functional_metrics_on_the_saved_embeddings(unlearn_run):
+    m, dm = unlearn_run["metrics"], unlearn_run["dm"]
+    saved = torch.load(unlearn_run["run_dir"] / "embeddings.pt", weights_only=True)
+    assert set(saved) == {"before", "after", "oracle"}
+    pairs = dm.pair_sets[0]
+    ij = torch.as_tensor(pairs.pairs)
+    for role, prefix in (("after", ""), ("before", "original/"), ("oracle", "oracle/")):
+        data, z_pairs = saved[role]["retrieval"], saved[role]["pairs"]["tiny"]
+        groups = data["groups"]
+        for part, code in (("forget", GROUP_ID["forget_test"]), ("retain", GROUP_ID["retain_test"])):
+            gallery = (groups == GROUP_ID["forget_test"]) | (groups == GROUP_ID["retain_test"])
+            r = MF.retrieval(data["embeddings"], data["labels"], ks=(1, 5), query_mask=groups == code,
+                             gallery_mask=gallery)
+            assert m[f"{prefix}{part}/mAP"] == pytest.approx(r["mAP"], abs=1e-9)
+            assert m[f"{prefix}{part}/R@5"] == pytest.approx(r["R@5"], abs=1e-9)
+            cs = MF.compactness(data["embeddings"][groups == code], data["labels"][groups == code])
+            assert m[f"{prefix}{part}/CS"] == pytest.approx(cs, abs=1e-6)
+        v = MF.verification(z_pairs[ij[:, 0]], z_pairs[ij[:, 1]], pairs.issame)
+        assert m[f"{prefix}verify/tiny/acc"] == pytest.approx(v["acc"], abs=1e-9)
+        train = (groups == GROUP_ID["forget_train"]) | (groups == GROUP_ID["retain_train"])
+
+        def features(code, data=data, train=train):
+            s = data["groups"] == code
+            return MF.mia_features(data["embeddings"][s], data["labels"][s], data["embeddings"][train],
+                                   data["labels"][train], data["ids"][s], data["ids"][train])
+
+        mia = MF.membership_inference(features(GROUP_ID["retain_train"]), features(GROUP_ID["retain_test"]),
+                                      features(GROUP_ID["forget_train"]))
+        assert m[f"{prefix}mia/membership_recall"] == pytest.approx(mia["membership_recall"], abs=1e-9)
+        assert m[f"{prefix}mia/attack_acc"] == pytest.approx(mia["attack_acc"], abs=1e-9)
+
+
+def test_saved_embeddings_are_the_models_once_per_sample(unlearn_run):
+    """The gathered set is the whole evaluation set once, in id order, and equals a direct forward pass."""
+    model, dm = unlearn_run["model"], unlearn_run["dm"]
+    saved = torch.load(unlearn_run["run_dir"] / "embeddings.pt", weights_only=True)["after"]["retrieval"]
+    indices, groups = dm.eval_groups()
+    order = np.argsort(indices)
+    assert saved["ids"].tolist() == indices[order].tolist()
+    assert saved["groups"].tolist() == groups[order].tolist()
+    model.eval()
+    with torch.no_grad():
+        z = torch.cat([F.normalize(model.backbone(b["image"]), dim=1)
+                       for b in dm.eval_loader(indices[order], shard=False)])
+    assert torch.allclose(saved["embeddings"], z, atol=1e-5)
+
+
+def test_per_identity_table_and_plots(unlearn_run):
+    run_dir, m, dm = unlearn_run["run_dir"], unlearn_run["metrics"], unlearn_run["dm"]
+    with open(run_dir / "forgetting_by_identity.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["identity"] for r in rows) == sorted(dm.split.forget_identities)
+    for column in ("R@1", "AP", "CS"):
+        assert {f"{column}_before", f"{column}_after", f"{column}_oracle"} <= set(rows[0])
+    # every forgotten identity has the same number of held-out queries: rows average to the headline values
+    assert np.mean([float(r["AP_after"]) for r in rows]) == pytest.approx(m["forget/mAP"], abs=1e-9)
+    assert np.mean([float(r["R@1_before"]) for r in rows]) == pytest.approx(m["original/forget/R@1"], abs=1e-9)
+    for name in ("projection.png", "cs_histograms.png"):
+        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert evaluation["settings"]["ues_metric"] == "mAP" and evaluation["settings"]["protocol"] == "identity"
+
+
+def test_wandb_offline_receives_tables_and_images(unlearn_run):
+    media = (unlearn_run["run_dir"] / "wandb").glob("offline-run-*/files/media/*/eval/*")
+    names = sorted(p.name for p in media)
+    for prefix, suffix in (("projection", ".png"), ("cs_histograms", ".png"), ("metrics", ".table.json"),
+                           ("forgetting_by_identity", ".table.json")):
+        assert any(n.startswith(prefix) and n.endswith(suffix) for n in names), names
+
+
+def test_pretraining_validate_has_no_reference_metrics(tiny_faces, original_ckpt, tmp_path):
+    """A module without ``original``: no UES or original/…, but the model's own attack still runs."""
+    from unlearnkit.methods.base import Pretrain
+
+    model = Pretrain.load_from_checkpoint(original_ckpt, map_location="cpu")
+    trainer = quiet_trainer(default_root_dir=str(tmp_path), callbacks=[FaceEvaluation(plots=False)])
+    metrics = trainer.validate(model, datamodule=tiny_datamodule(tiny_faces), verbose=False)[0]
+    assert "mia/membership_recall" in metrics and "forget/mAP" in metrics
+    assert not any(k.startswith(("UES", "original/", "oracle")) for k in metrics)
+    with open(tmp_path / "forgetting_by_identity.csv") as handle:
+        assert set(next(csv.DictReader(handle))) == {"identity", "label", "images", "R@1_after", "AP_after",
+                                                     "CS_after"}
+    assert not (tmp_path / "projection.png").exists()

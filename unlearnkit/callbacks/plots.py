@@ -1,0 +1,119 @@
+"""Plots of a run and of a comparison, written as PNG without pyplot (no display or backend needed).
+
+``matplotlib.figure.Figure`` renders with the Agg canvas on ``savefig``, so these work headless and never touch
+the user's interactive backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unlearnkit.metrics import functional as MF
+from unlearnkit.utils.io import atomic_open
+
+ROLE_TITLES = {"before": "original θ0", "after": "after unlearning", "oracle": "retrain oracle"}
+FORGET_COLOR, RETAIN_COLOR = "#d62728", "#7f7f7f"
+
+
+def _figure(panels: int, width: float = 4.2, height: float = 4.0):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * panels, height), layout="constrained")
+    axes = fig.subplots(1, panels, squeeze=False)[0]
+    return fig, axes
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write ``fig`` as PNG atomically."""
+    path = Path(path)
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
+    return path
+
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """The first two principal components of the rows of ``x``."""
+    if len(x) < 2:
+        return np.zeros((len(x), 2))
+    centred = x - x.mean(0, keepdims=True)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    out = centred @ vt[:2].T
+    return np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+
+
+def _subsample(mask: torch.Tensor, limit: int, seed: int = 0) -> torch.Tensor:
+    idx = mask.nonzero().squeeze(1).numpy()
+    if len(idx) > limit:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, limit, replace=False))
+    return torch.from_numpy(idx)
+
+
+def save_projection(evs: dict, path: str | Path, limit: int = 2000):
+    """PCA of forget vs retain images (train and held-out), one panel per model (θ0, unlearned, oracle).
+
+    Each panel has its own PCA: the models' embedding spaces are not aligned, only their structure compares.
+    """
+    fig, axes = _figure(len(evs))
+    for ax, (role, ev) in zip(axes, evs.items()):
+        z = ev.retrieval["embeddings"].cpu().float()
+        forget = _subsample(ev.group("forget_train", "forget_test"), limit)
+        retain = _subsample(ev.group("retain_train", "retain_test"), limit, seed=1)
+        xy = pca_2d(z[torch.cat([retain, forget])].numpy())
+        ax.scatter(xy[:len(retain), 0], xy[:len(retain), 1], s=6, c=RETAIN_COLOR, alpha=0.5, label="retain")
+        ax.scatter(xy[len(retain):, 0], xy[len(retain):, 1], s=8, c=FORGET_COLOR, alpha=0.8, label="forget")
+        ax.set_title(ROLE_TITLES.get(role, role))
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+        ax.legend(loc="best", fontsize=8)
+    return save_figure(fig, path)
+
+
+def save_cs_histograms(evs: dict, protocol: str, path: str | Path):
+    """Per-identity compactness (mean pairwise cosine) of the forget and retain query sets, each model overlaid."""
+    from unlearnkit.callbacks.evaluation import query_groups
+
+    groups = query_groups(protocol)
+    fig, axes = _figure(2)
+    bins = np.linspace(-1, 1, 41)
+    for ax, (part, group) in zip(axes, groups.items()):
+        for role, ev in evs.items():
+            mask = ev.group(group)
+            data = ev.retrieval
+            values = list(MF.compactness_per_identity(data["embeddings"][mask].cpu(),
+                                                      data["labels"][mask].cpu()).values())
+            if values:
+                ax.hist(values, bins=bins, alpha=0.5, label=f"{ROLE_TITLES.get(role, role)} (CS {np.mean(values):.2f})")
+        ax.set_title(f"{part} identities ({group})")
+        ax.set_xlabel("per-identity CS (mean pairwise cosine)")
+        ax.set_ylabel("identities")
+        ax.legend(loc="best", fontsize=8)
+    return save_figure(fig, path)
+
+
+def save_tradeoff(points: list[dict], path: str | Path):
+    """Forget mAP (x) vs retain mAP (y), one panel per protocol; ``points``: {panel, label, kind, forget, retain}.
+
+    ``kind`` is ``method``, ``original`` or ``oracle``; the ideal corner is top-left (forgotten, retained).
+    """
+    panels = sorted({p["panel"] for p in points}) or [""]
+    fig, axes = _figure(len(panels), width=5.0, height=4.5)
+    style = {"method": dict(marker="o", c="#1f77b4", s=30), "original": dict(marker="s", c="black", s=60),
+             "oracle": dict(marker="*", c="#2ca02c", s=160)}
+    for ax, panel in zip(axes, panels):
+        for kind in ("method", "original", "oracle"):
+            mine = [p for p in points if p["panel"] == panel and p["kind"] == kind]
+            if not mine:
+                continue
+            ax.scatter([p["forget"] for p in mine], [p["retain"] for p in mine], label=kind, **style[kind])
+            for p in mine:
+                ax.annotate(p["label"], (p["forget"], p["retain"]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+        ax.set_title(f"protocol: {panel}" if panel else "trade-off")
+        ax.set_xlabel("forget mAP (lower = more forgotten)")
+        ax.set_ylabel("retain mAP (higher = more kept)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    return save_figure(fig, path)
