@@ -225,6 +225,7 @@ def _demo(args: list[str]) -> int:
 
 EXTRA_COMMANDS = {"generate": _generate}
 EXTRA_COMMANDS["demo"] = _demo
+EXTRA_COMMANDS["report"] = lambda args: __import__("unlearnkit.report", fromlist=["main"]).main(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,191 @@
+"""``unlearnkit report RUN_DIR [RUN_DIR ...] [--out DIR]``: one comparison of finished runs.
+
+Reads each run's ``metrics.json`` (and ``evaluation.json`` for the protocol and UES settings) and writes
+``report.md`` (a table per forget protocol), ``report.csv`` (every metric of every run) and ``tradeoff.png``
+(forget mAP vs retain mAP, the original and the oracle marked). Each run's cost is given relative to the
+retrain oracle of the same protocol, the run whose model is ``Retrain``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from unlearnkit.errors import DataError
+from unlearnkit.utils.io import atomic_open, write_text
+
+RETRAIN = "Retrain"
+# (metric key, column title) of the Markdown tables; ↓ / ↑ say which way is better
+HEADLINE = [
+    ("forget/mAP", "forget mAP ↓"), ("forget/R@1", "forget R@1 ↓"), ("forget/CS", "forget CS ↓"),
+    ("retain/mAP", "retain mAP ↑"), ("retain/R@1", "retain R@1 ↑"), ("retain/CS", "retain CS"),
+    ("UES", "UES ↑"), ("mia/membership_recall", "MIA recall ↓"), ("mia/attack_acc", "attack acc"),
+    ("oracle_gap/forget/mAP", "|Δ oracle| forget mAP ↓"), ("oracle_gap/retain/mAP", "|Δ oracle| retain mAP ↓"),
+]
+COST_COLUMNS = [("cost_vs_retrain/wall_seconds", "time ×retrain"), ("cost_vs_retrain/images", "images ×retrain")]
+
+
+@dataclass
+class Run:
+    """One finished run directory: its model's class name, final metrics and evaluation settings."""
+
+    path: Path
+    model: str
+    metrics: dict[str, float]
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def protocol(self) -> str:
+        return self.settings.get("protocol") or "?"
+
+
+def load_run(path: str | Path) -> Run:
+    path = Path(path)
+    summary = path / "metrics.json"
+    if not summary.is_file():
+        raise DataError(f"{path} has no metrics.json: give the directory of a finished run")
+    try:
+        data = json.loads(summary.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{summary} is not valid JSON ({err})") from err
+    evaluation = path / "evaluation.json"
+    settings = json.loads(evaluation.read_text()).get("settings", {}) if evaluation.is_file() else {}
+    return Run(path, data.get("model", "?"), data.get("metrics", {}), settings)
+
+
+def _images(metrics: dict) -> float | None:
+    """Images through any network (student and teacher forward passes)."""
+    keys = ("cost/forward_images", "cost/teacher_forward_images")
+    if not any(k in metrics for k in keys):
+        return None
+    return sum(metrics.get(k, 0.0) for k in keys)
+
+
+def cost_vs_retrain(run: Run, retrain: Run | None) -> dict[str, float]:
+    """``cost_vs_retrain/<x>`` = the run's cost ``x`` divided by the retrain run's (every ``cost/…`` entry)."""
+    if retrain is None:
+        return {}
+    mine = {k[5:]: v for k, v in run.metrics.items() if k.startswith("cost/")}
+    theirs = {k[5:]: v for k, v in retrain.metrics.items() if k.startswith("cost/")}
+    mine["images"], theirs["images"] = _images(run.metrics), _images(retrain.metrics)
+    return {f"cost_vs_retrain/{k}": v / theirs[k] for k, v in mine.items()
+            if v is not None and theirs.get(k)}
+
+
+def retrain_for(run: Run, runs: list[Run]) -> Run | None:
+    """The retrain run of the same protocol, else any retrain run."""
+    retrains = [r for r in runs if r.model == RETRAIN]
+    same = [r for r in retrains if r.protocol == run.protocol]
+    return (same or retrains or [None])[0]
+
+
+def reference_rows(runs: list[Run], protocol: str) -> list[dict]:
+    """Rows of θ0 (from the runs' ``original/…`` values) and, without a Retrain run, of the oracle's ``oracle/…``."""
+    mine = [r for r in runs if r.protocol == protocol]
+    rows = []
+    for prefix, label, kind in (("original/", "original θ0", "original"), ("oracle/", "oracle θ*", "oracle")):
+        if kind == "oracle" and any(r.model == RETRAIN for r in mine):
+            continue
+        source = next((r for r in mine if f"{prefix}forget/mAP" in r.metrics), None)
+        if source is not None:
+            values = {k[len(prefix):]: v for k, v in source.metrics.items() if k.startswith(prefix)}
+            rows.append({"run": label, "model": "", "protocol": protocol, "kind": kind, **values})
+    return rows
+
+
+def report_rows(runs: list[Run]) -> list[dict]:
+    """One row per run (``kind`` method or oracle) plus the reference rows, grouped by protocol."""
+    rows = []
+    for protocol in dict.fromkeys(r.protocol for r in runs):
+        rows += reference_rows(runs, protocol)
+        for run in (r for r in runs if r.protocol == protocol):
+            kind = "oracle" if run.model == RETRAIN else "method"
+            rows.append({"run": run.name, "model": run.model, "protocol": protocol, "kind": kind,
+                         **run.metrics, **cost_vs_retrain(run, retrain_for(run, runs))})
+    return rows
+
+
+def _fmt(value) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:.3f}" if math.isfinite(value) else "–"
+    return str(value) if value not in (None, "") else "–"
+
+
+def _settings_line(runs: list[Run]) -> str:
+    seen = sorted({(r.settings.get("ues_metric", "mAP"), r.settings.get("ues_reference", "original"))
+                   for r in runs if r.settings})
+    if not seen:
+        return "UES settings: not recorded (no evaluation.json)."
+    return "UES: " + "; ".join(f"P = {p}, F measured against the {ref}" for p, ref in seen) + "."
+
+
+def markdown(runs: list[Run], rows: list[dict]) -> str:
+    verify = sorted({k for r in rows for k in r if k.startswith("verify/") and k.endswith("/acc")})
+    columns = [c for c in HEADLINE + [(k, f"{k[7:-4]} acc ↑") for k in verify] + COST_COLUMNS
+               if any(c[0] in r for r in rows)]
+    lines = ["# Unlearning report", "",
+             f"{len(runs)} run(s): {', '.join(r.name for r in runs)}.", "",
+             _settings_line(runs),
+             "Cost ×retrain: the run's wall time, and images through a network (student and teacher forward"
+             " passes), divided by the Retrain run's of the same protocol.", ""]
+    for protocol in dict.fromkeys(r["protocol"] for r in rows):
+        lines += [f"## Protocol: {protocol}", "",
+                  "| run | model | " + " | ".join(title for _, title in columns) + " |",
+                  "|---|---|" + "---:|" * len(columns)]
+        for row in (r for r in rows if r["protocol"] == protocol):
+            name = f"**{row['run']}**" if row["kind"] != "method" else row["run"]
+            lines.append(f"| {name} | {row['model'] or '–'} | "
+                         + " | ".join(_fmt(row.get(key)) for key, _ in columns) + " |")
+        lines.append("")
+    lines += ["![forget mAP vs retain mAP](tradeoff.png)", ""]
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    first = ["run", "model", "protocol", "kind"]
+    rest = sorted({k for r in rows for k in r} - set(first))
+    with atomic_open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=first + rest, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def tradeoff_points(rows: list[dict]) -> list[dict]:
+    return [{"panel": r["protocol"], "label": r["model"] or r["run"], "kind": r["kind"],
+             "forget": r["forget/mAP"], "retain": r["retain/mAP"]}
+            for r in rows if math.isfinite(r.get("forget/mAP", math.nan))
+            and math.isfinite(r.get("retain/mAP", math.nan))]
+
+
+def write_report(run_dirs, out: str | Path = "report") -> Path:
+    """Write ``report.md``, ``report.csv`` and ``tradeoff.png`` under ``out``; returns the path of report.md."""
+    from unlearnkit.callbacks.plots import save_tradeoff
+
+    if not run_dirs:
+        raise DataError("give at least one run directory to report on")
+    runs = [load_run(d) for d in run_dirs]
+    rows = report_rows(runs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "report.csv", rows)
+    save_tradeoff(tradeoff_points(rows), out / "tradeoff.png")
+    write_text(out / "report.md", markdown(runs, rows))
+    return out / "report.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="unlearnkit report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run directories")
+    parser.add_argument("--out", default="report", help="output directory (default: ./report)")
+    args = parser.parse_args(argv)
+    path = write_report(args.runs, args.out)
+    print(f"report: {path} (+ report.csv, tradeoff.png)")
+    return 0
