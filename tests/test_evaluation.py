@@ -105,7 +105,7 @@ def test_mia_inseparable_case_is_at_the_base_rate():
 def _pair_file(tiny_faces: Path, out: Path) -> Path:
     rng = np.random.default_rng(0)
     lines = []
-    for n in range(60):
+    for n in range(40):
         a = int(rng.integers(12))
         b = a if n % 2 == 0 else int((a + 1 + rng.integers(11)) % 12)
         i, j = rng.choice(8, 2, replace=False)
@@ -127,7 +127,7 @@ def oracle_ckpt(tiny_faces, tmp_path_factory) -> Path:
 
     L.seed_everything(1)
     out = tmp_path_factory.mktemp("oracle")
-    trainer = quiet_trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=0, default_root_dir=str(out))
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0, default_root_dir=str(out))
     trainer.fit(Retrain(**ARCH, lr=0.05), datamodule=tiny_datamodule(tiny_faces))
     trainer.save_checkpoint(out / "oracle.ckpt")
     return out / "oracle.ckpt"
@@ -150,7 +150,7 @@ def unlearn_run(tiny_faces, original_ckpt, oracle_ckpt, tmp_path_factory):
         dm = _datamodule(tiny_faces, _pair_file(tiny_faces, run_dir))
         callback = FaceEvaluation(ks=(1, 5), oracle=str(oracle_ckpt), save_embeddings=True)
         logger = WandbLogger(save_dir=str(run_dir), offline=True, project="unlearnkit-tests")
-        trainer = quiet_trainer(max_epochs=2, limit_train_batches=2, default_root_dir=str(run_dir), logger=logger,
+        trainer = quiet_trainer(max_epochs=2, limit_train_batches=1, default_root_dir=str(run_dir), logger=logger,
                                 callbacks=[callback, RunSummary()])
         trainer.fit(model, datamodule=dm)
         logger.experiment.finish()
