@@ -18,13 +18,14 @@ from pathlib import Path
 from unlearnkit.errors import DataError
 from unlearnkit.utils.io import atomic_open, write_text
 
-RETRAIN = "Retrain"
+RETRAIN, PRETRAIN = "Retrain", "Pretrain"
+KIND_OF_MODEL = {RETRAIN: "oracle", PRETRAIN: "original"}
 # (metric key, column title) of the Markdown tables; ↓ / ↑ say which way is better
 HEADLINE = [
     ("forget/mAP", "forget mAP ↓"), ("forget/R@1", "forget R@1 ↓"), ("forget/CS", "forget CS ↓"),
     ("retain/mAP", "retain mAP ↑"), ("retain/R@1", "retain R@1 ↑"), ("retain/CS", "retain CS"),
     ("UES", "UES ↑"), ("mia/membership_recall", "MIA recall ↓"), ("mia/attack_acc", "attack acc"),
-    ("oracle_gap/forget/mAP", "|Δ oracle| forget mAP ↓"), ("oracle_gap/retain/mAP", "|Δ oracle| retain mAP ↓"),
+    ("oracle_gap/forget/mAP", "Δ oracle, forget mAP ↓"), ("oracle_gap/retain/mAP", "Δ oracle, retain mAP ↓"),
 ]
 COST_COLUMNS = [("cost_vs_retrain/wall_seconds", "time ×retrain"), ("cost_vs_retrain/images", "images ×retrain")]
 
@@ -88,11 +89,12 @@ def retrain_for(run: Run, runs: list[Run]) -> Run | None:
 
 
 def reference_rows(runs: list[Run], protocol: str) -> list[dict]:
-    """Rows of θ0 (from the runs' ``original/…`` values) and, without a Retrain run, of the oracle's ``oracle/…``."""
+    """Rows of θ0 and of the oracle from the runs' ``original/…`` and ``oracle/…`` values, where no Pretrain or
+    Retrain run of the protocol stands for them."""
     mine = [r for r in runs if r.protocol == protocol]
     rows = []
     for prefix, label, kind in (("original/", "original θ0", "original"), ("oracle/", "oracle θ*", "oracle")):
-        if kind == "oracle" and any(r.model == RETRAIN for r in mine):
+        if any(KIND_OF_MODEL.get(r.model) == kind for r in mine):
             continue
         source = next((r for r in mine if f"{prefix}forget/mAP" in r.metrics), None)
         if source is not None:
@@ -102,12 +104,12 @@ def reference_rows(runs: list[Run], protocol: str) -> list[dict]:
 
 
 def report_rows(runs: list[Run]) -> list[dict]:
-    """One row per run (``kind`` method or oracle) plus the reference rows, grouped by protocol."""
+    """One row per run plus the reference rows, grouped by protocol; ``kind``: method, original or oracle."""
     rows = []
     for protocol in dict.fromkeys(r.protocol for r in runs):
         rows += reference_rows(runs, protocol)
         for run in (r for r in runs if r.protocol == protocol):
-            kind = "oracle" if run.model == RETRAIN else "method"
+            kind = KIND_OF_MODEL.get(run.model, "method")
             rows.append({"run": run.name, "model": run.model, "protocol": protocol, "kind": kind,
                          **run.metrics, **cost_vs_retrain(run, retrain_for(run, runs))})
     return rows

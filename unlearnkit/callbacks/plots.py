@@ -76,16 +76,19 @@ def save_cs_histograms(evs: dict, protocol: str, path: str | Path):
     from unlearnkit.callbacks.evaluation import query_groups
 
     groups = query_groups(protocol)
+    values = {(part, role): list(MF.compactness_per_identity(ev.retrieval["embeddings"][ev.group(group)].cpu(),
+                                                             ev.retrieval["labels"][ev.group(group)].cpu()).values())
+              for part, group in groups.items() for role, ev in evs.items()}
+    every = [v for vs in values.values() for v in vs]
+    low, high = (min(every), max(every)) if every else (-1.0, 1.0)
+    pad = max(0.02, 0.05 * (high - low))  # bins over the values' range: trained models crowd near 1
+    bins = np.linspace(max(-1.0, low - pad), min(1.0, high + pad), 31)
     fig, axes = _figure(2)
-    bins = np.linspace(-1, 1, 41)
     for ax, (part, group) in zip(axes, groups.items()):
-        for role, ev in evs.items():
-            mask = ev.group(group)
-            data = ev.retrieval
-            values = list(MF.compactness_per_identity(data["embeddings"][mask].cpu(),
-                                                      data["labels"][mask].cpu()).values())
-            if values:
-                ax.hist(values, bins=bins, alpha=0.5, label=f"{ROLE_TITLES.get(role, role)} (CS {np.mean(values):.2f})")
+        for role in evs:
+            cs = values[part, role]
+            if cs:
+                ax.hist(cs, bins=bins, alpha=0.5, label=f"{ROLE_TITLES.get(role, role)} (CS {np.mean(cs):.3f})")
         ax.set_title(f"{part} identities ({group})")
         ax.set_xlabel("per-identity CS (mean pairwise cosine)")
         ax.set_ylabel("identities")
