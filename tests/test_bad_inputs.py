@@ -158,6 +158,9 @@ CASES = {
                                  r"train\.idx disagrees with .*train\.rec.*rebuild"),
     "corrupt image (stop)": (lambda f: pretrain(f, "--trainer.max_steps", "-1", "--trainer.max_epochs", "1",
                                                 root=f.damaged), r"corrupt image .*damaged/id00000/00[0-2]\.jpg"),
+    "corrupt image in a DataLoader worker": (
+        lambda f: pretrain(f, "--trainer.max_steps", "-1", "--trainer.max_epochs", "1", "--data.num_workers", "1",
+                           root=f.damaged), r"^error: corrupt image .*damaged/id00000/00[0-2]\.jpg"),
     "bad on_bad_image value": (lambda f: pretrain(f, "--data.on_bad_image", "ignore"),
                                r"on_bad_image must be 'stop' or 'skip'"),
     # forget sets and splits
