@@ -143,6 +143,9 @@ class FaceDataModule(L.LightningDataModule):
         pairs: verification sets: a list of ``{name, format: bin|lfw|lfw_subset|list, path, image_root}``, or
             ``{name, format: heldout, num_pairs}`` for seeded pairs among the set's own held-out images.
         num_workers: DataLoader workers.
+        source_options: format options, e.g. ``{partition: train}`` (CelebA), ``{split: test}`` (VGGFace2),
+            ``{rec: train.rec, idx: train.idx}`` (RecordIO).
+        pixel_mean, pixel_std: input normalisation (x/255 − mean)/std; insightface's is 0.5, 0.5.
         on_bad_image: an unreadable image ``stop``s the run (an error naming it) or is ``skip``ped: replaced by
             another image of the same person in the same part, and counted as ``data/bad_images``.
         seed: the split's and samplers' seed.
@@ -169,6 +172,9 @@ class FaceDataModule(L.LightningDataModule):
         pairs: list[dict] | None = None,
         num_workers: int = 0,
         on_bad_image: str = "stop",
+        source_options: dict | None = None,
+        pixel_mean: float = 0.5,
+        pixel_std: float = 0.5,
         seed: int = 0,
         forget_seed: int | None = None,
     ) -> None:
@@ -184,7 +190,7 @@ class FaceDataModule(L.LightningDataModule):
             raise ConfigError(f"on_bad_image must be 'stop' or 'skip', got {on_bad_image!r}")
         self.save_hyperparameters()
         self.hparams.update(actual)  # under LightningCLI, subclasses' fixed arguments are not in the config
-        self.transform = FaceTransform(image_size, crop=crop)
+        self.transform = FaceTransform(image_size, crop=crop, mean=pixel_mean, std=pixel_std)
         self.source: FaceSource | None = None
         self.split: Split | None = None
         self.pair_sets: list = []
@@ -195,7 +201,7 @@ class FaceDataModule(L.LightningDataModule):
     # ----------------------------------------------------------------- set-up
     def prepare_source(self) -> FaceSource:
         """Open the data set (subclasses may create it first)."""
-        return open_source(self.hparams.format, self.hparams.root)
+        return open_source(self.hparams.format, self.hparams.root, **(self.hparams.source_options or {}))
 
     def setup(self, stage: str | None = None) -> None:
         if self.split is not None:
@@ -212,6 +218,8 @@ class FaceDataModule(L.LightningDataModule):
         run_dir = self._run_dir()
         if run_dir is not None and self._is_global_zero():
             self.split.write_manifest(run_dir / "split.csv")
+            for pair_set in self.pair_sets:  # the exact pairs evaluated, e.g. the seeded negatives
+                verification.write_pairs(pair_set, run_dir / f"pairs-{pair_set.name}.txt")
 
     @property
     def num_classes(self) -> int:
@@ -329,10 +337,11 @@ class FaceDataModule(L.LightningDataModule):
         dataset = FaceDataset(self.source, np.arange(len(self.source)), self.labels, self.transform,
                               random_flip=True, bad_images=self.bad_images)
         if pk:
-            batch = hp.pk_identities * hp.pk_images
-            num_batches = math.ceil(num_samples / batch) if num_samples else None
+            num_batches = math.ceil(num_samples / (hp.pk_identities * hp.pk_images)) if num_samples else None
             sampler = PKSampler(indices, self.labels[indices], hp.pk_identities, hp.pk_images,
                                 num_batches, hp.seed, rank, world)
+            # with fewer identities than P, a batch is every identity × K: the loader must cut there too
+            batch = sampler.batch_size
             return self._loader(dataset, ResumableSampler(sampler, hp.seed), batch, resumable=True)
         sampler = ShuffleSampler(indices, num_samples, hp.seed, rank, world)
         return self._loader(dataset, ResumableSampler(sampler, hp.seed), hp.batch_size, resumable=True)

@@ -65,6 +65,10 @@ class PKSampler(_EpochSampler):
         total = sum(len(g) for g in self.groups)
         self.num_batches = num_batches or max(1, math.ceil(total / (p * k)))
 
+    @property
+    def batch_size(self) -> int:
+        return min(self.p, len(self.groups)) * self.k
+
     def __iter__(self) -> Iterator[int]:
         rng = self._rng()
         batches = []

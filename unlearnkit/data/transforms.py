@@ -34,8 +34,13 @@ class FaceTransform:
             cw, ch = round(w * self.crop), round(h * self.crop)
             left, top = (w - cw) // 2, (h - ch) // 2
             image = image.crop((left, top, left + cw, top + ch))
+        w, h = image.size
+        if w != h:  # VGGFace2 / CelebA crops are not square: take the centred square, never stretch
+            side = min(w, h)
+            left, top = (w - side) // 2, (h - side) // 2
+            image = image.crop((left, top, left + side, top + side))
         if image.size != (self.image_size, self.image_size):
-            if not self._warned and self.crop == 1:
+            if not self._warned and self.crop == 1:  # an explicit crop means resizing is intended
                 warnings.warn(
                     f"images are {image.size[0]}×{image.size[1]}, resizing to {self.image_size}×{self.image_size}"
                     " (set data.crop to centre-crop first)",
