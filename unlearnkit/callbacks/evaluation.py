@@ -27,6 +27,11 @@ from unlearnkit.metrics.collector import EmbeddingCollector
 from unlearnkit.utils.io import atomic_open, write_json
 
 REFERENCES = ("original", "oracle")
+METRIC_PREFIXES = ("forget", "retain", "verify", "mia", "UES", "original", "oracle", "oracle_gap")
+
+# Every rank computes these values from the same gathered set, so Lightning's advice to sync them under DDP
+# (one warning per key) does not apply; the filter matches our keys only.
+warnings.filterwarnings("ignore", message=rf"It is recommended to use `self.log\('({'|'.join(METRIC_PREFIXES)})[/']")
 
 
 @dataclass
