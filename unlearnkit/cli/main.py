@@ -128,10 +128,11 @@ class UnlearnCLI(LightningCLI):
             self.run_lock = RunLock(run_dir).acquire()
         if (run_dir / "metrics.json").exists() and not resuming:
             raise UnlearnkitError(f"run directory {run_dir} already holds a finished run: choose another --run_dir")
-        checkpoints = sorted(run_dir.glob("checkpoints/*.ckpt")) + sorted(run_dir.glob("hpc_ckpt_*.ckpt"))
+        checkpoints = [*run_dir.glob("checkpoints/*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")]
         if checkpoints and not resuming:
+            newest = max(checkpoints, key=lambda path: path.stat().st_mtime)
             raise UnlearnkitError(f"run directory {run_dir} holds checkpoints of an unfinished run: resume it with "
-                                  f"--ckpt_path {checkpoints[-1]}, or choose another --run_dir")
+                                  f"--ckpt_path {newest}, or choose another --run_dir")
         if (run_dir / "config.yaml").exists() and not resuming and rank_zero_only.rank == 0:
             print(f"note: {run_dir} holds a run that stopped before its first checkpoint: starting it afresh",
                   file=sys.stderr)
