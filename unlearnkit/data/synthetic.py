@@ -70,12 +70,19 @@ def _identity(seed: int, index: int) -> dict:
         "blush": u(0.0, 0.25),
         # skin texture: two gratings fixed to the face, so they move with the pose
         "tex_freq": u(14, 40, 2), "tex_angle": u(0, math.pi, 2), "tex_phase": u(0, 2 * math.pi, 2),
-        "tex_amp": u(0.06, 0.15, 2),
+        "tex_amp": u(0.06, 0.16, 2),
         "moles": [(u(-0.8, 0.8), u(-0.6, 0.8), u(0.025, 0.05)) for _ in range(rng.integers(0, 6))],
+        # birthmark-like patches, darker or lighter than the skin: bold, pose-following, colour-free cues
+        "marks": [
+            (u(-0.7, 0.7), u(-0.5, 0.75), u(0.06, 0.15), u(0.06, 0.15), u(0, math.pi),
+             u(0.5, 0.75) if rng.random() < 0.5 else u(1.25, 1.5))
+            for _ in range(rng.integers(1, 4))
+        ],
     }
     if p["bald"]:
         p["hairline"], p["hair_vol"], p["long_hair"] = 1.3, 0.0, False
-    return p
+    # float32 throughout: half the memory traffic of float64, and numpy scalars would otherwise promote
+    return {k: v.astype(np.float32) if isinstance(v, np.ndarray) else v for k, v in p.items()}
 
 
 def _alpha(sdf: np.ndarray, px: float) -> np.ndarray:
@@ -85,7 +92,7 @@ def _alpha(sdf: np.ndarray, px: float) -> np.ndarray:
 
 def _paint(img: np.ndarray, alpha: np.ndarray, colour) -> None:
     """Alpha-composite a colour (RGB triple or image) over ``img`` in place."""
-    img += alpha[..., None] * (np.asarray(colour) - img)
+    img += alpha[..., None] * (np.asarray(colour, dtype=np.float32) - img)
 
 
 def _ellipse(x, y, cx, cy, a, b, theta=0.0):
@@ -128,7 +135,7 @@ def _background(rng, X, Y) -> np.ndarray:
     base, other = rng.uniform(0.05, 0.95, 3), rng.uniform(0.05, 0.95, 3)
     angle = rng.uniform(0, 2 * math.pi)
     t = np.clip(0.5 + 0.5 * (X * math.cos(angle) + Y * math.sin(angle)) * rng.uniform(0, 1), 0, 1)
-    img = base + t[..., None] * (other - base)
+    img = (base + t[..., None] * (other - base)).astype(np.float32)
     px = X[0, 1] - X[0, 0]
     for _ in range(rng.integers(0, 3)):
         cx, cy, a, b = rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(0.1, 0.5), rng.uniform(0.1, 0.5)
@@ -165,6 +172,9 @@ def _draw_face(img, p, rng, x, y, px) -> None:
         tex = tex + p["tex_amp"][k] * _grating(x, y, p["tex_freq"][k], p["tex_angle"][k], p["tex_phase"][k])
     _paint(img, _alpha(head, px), skin * tex[..., None])
     inside = _alpha(head, px)
+    for mx, my, ma, mb, angle, factor in p["marks"]:
+        mark = _ellipse(x, y, mx * a, head_y + my * b, ma, mb, angle)
+        _paint(img, inside * _alpha(mark, 2 * px), np.clip(skin * factor, 0.0, 1.0) * tex[..., None])
     for mx, my, r in p["moles"]:
         _paint(img, inside * _alpha(_ellipse(x, y, mx * a, head_y + my * b, r, r), px), skin * 0.45)
     for side in (-1, 1):
@@ -241,7 +251,7 @@ def render(seed: int, identity: int, image: int, size: int) -> tuple[np.ndarray,
 
     n = size * SUPERSAMPLE
     px = 2.0 / n
-    coords = (np.arange(n) + 0.5) * px - 1.0
+    coords = ((np.arange(n) + 0.5) * px - 1.0).astype(np.float32)
     X, Y = np.meshgrid(coords, coords)
     img = _background(rng, X, Y)
 
@@ -265,8 +275,8 @@ def render(seed: int, identity: int, image: int, size: int) -> tuple[np.ndarray,
     # degradation, every part growing with d: occluder, lost resolution, blur, noise
     d = degradation
     if rng.random() < d:
-        cx, cy = rng.uniform(-0.45, 0.45, 2)
-        half = (0.15 + 0.3 * d) * rng.uniform(0.7, 1.3, 2)
+        cx, cy = rng.uniform(-0.45, 0.45, 2).tolist()
+        half = ((0.15 + 0.3 * d) * rng.uniform(0.7, 1.3, 2)).tolist()
         if rng.random() < 0.5:
             occluder = np.maximum(np.abs(X - cx) - half[0], np.abs(Y - cy) - half[1])
         else:
@@ -275,8 +285,10 @@ def render(seed: int, identity: int, image: int, size: int) -> tuple[np.ndarray,
     img = img.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE, 3).mean(axis=(1, 3))
     low = max(4, round(size / (1.0 + 1.5 * d)))
     blur = _gauss_matrix(size, 1e-3 + 1.0 * d * size / 48.0)
-    op = blur @ _resize_matrix(low, size) @ _resize_matrix(size, low)
-    img = (op @ img.transpose(2, 0, 1) @ op.T).transpose(1, 2, 0)
+    op = (blur @ _resize_matrix(low, size) @ _resize_matrix(size, low)).astype(np.float32)
+    # numpy's own loops, not BLAS: threaded BLAS crawls on a busy machine and may round differently
+    planes = np.ascontiguousarray(img.transpose(2, 0, 1))
+    img = np.einsum("ij,cjk->cik", op, np.einsum("ij,ckj->cki", op, planes)).transpose(1, 2, 0)
     img += rng.normal(0.0, 0.005 + 0.06 * d, img.shape)
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), degradation
 
