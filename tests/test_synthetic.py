@@ -101,20 +101,16 @@ def test_identity_is_not_in_the_mean_colour(small_set):
     assert all(np.abs(same[0] - other).mean() > 5 for other in same[1:])
 
 
-def test_identity_is_in_the_face(tmp_path):
-    """Clean renders of one person are closer to each other than to other people once colour is removed."""
-    from unlearnkit.data.synthetic import render
-
-    def features(identity, image):
-        pixels = render(0, identity, image, 32)[0].astype(np.float64).mean(axis=2)  # grey, then standardise
-        return ((pixels - pixels.mean()) / (pixels.std() + 1e-6)).ravel()
-
-    same, different = [], []
-    for identity in range(8):
-        a, b, c = features(identity, 0), features(identity, 1), features((identity + 1) % 8, 0)
-        same.append(np.corrcoef(a, b)[0, 1])
-        different.append(np.corrcoef(a, c)[0, 1])
-    assert np.mean(same) > np.mean(different)
+def test_identity_is_in_the_face(small_set):
+    """With colour and brightness removed, raw grey pixels already find the same person far above chance."""
+    rows = _manifest(small_set)[1:]
+    grey = np.stack([np.asarray(Image.open(small_set / r[0]), dtype=np.float64).mean(axis=2).ravel() for r in rows])
+    grey = (grey - grey.mean(1, keepdims=True)) / grey.std(1, keepdims=True)
+    labels = np.array([r[1] for r in rows])
+    similarity = grey @ grey.T
+    np.fill_diagonal(similarity, -np.inf)
+    accuracy = (labels[similarity.argmax(1)] == labels).mean()
+    assert accuracy > 0.35, f"grey pixels find the same identity for only {accuracy:.0%} of images"
 
 
 def test_command_line(tmp_path, capsys):

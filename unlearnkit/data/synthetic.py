@@ -2,7 +2,7 @@
 
 Real face sets (CASIA-WebFace, VGGFace2) are large and licence-bound; this stand-in lets every part of the
 pipeline run anywhere, in CASIA-WebFace's layout ``root/<identity>/<n>.jpg``. Identity lives in geometry and
-texture (head, hair and feature shapes, skin and hair patterns, moles); pose, lighting, colour cast,
+texture (head, hair and feature shapes, skin and hair patterns, moles, birthmarks); pose, lighting, colour cast,
 expression, clothes and background change per image, so a model has to learn the person rather than read off
 a colour. Each image also gets a degradation level ``d`` in [0, 1] (occlusion, down-sampling, blur, noise,
 all growing with ``d``), written to ``manifest.csv`` as ground-truth quality (quality = 1 - d).
@@ -30,7 +30,6 @@ from unlearnkit.errors import ConfigError, DataError, UnlearnkitError
 
 GENERATOR_VERSION = 1  # bump when the drawing changes, so old sets on disk are not taken for new ones
 JPEG_QUALITY = 95
-SUPERSAMPLE = 1  # shapes are drawn at twice the size and averaged down, for smooth edges
 PARAMS_FILE = "synthetic.json"
 MANIFEST_FILE = "manifest.csv"
 
@@ -249,9 +248,8 @@ def render(seed: int, identity: int, image: int, size: int) -> tuple[np.ndarray,
     rng = np.random.default_rng([seed, identity, 2, image])
     degradation = round(float(rng.beta(1.0, 2.5)), 4)  # mostly light, some heavy
 
-    n = size * SUPERSAMPLE
-    px = 2.0 / n
-    coords = ((np.arange(n) + 0.5) * px - 1.0).astype(np.float32)
+    px = 2.0 / size  # one pixel in image units (the image spans [-1, 1]); shapes get edges this soft
+    coords = ((np.arange(size) + 0.5) * px - 1.0).astype(np.float32)
     X, Y = np.meshgrid(coords, coords)
     img = _background(rng, X, Y)
 
@@ -282,7 +280,6 @@ def render(seed: int, identity: int, image: int, size: int) -> tuple[np.ndarray,
         else:
             occluder = _ellipse(X, Y, cx, cy, half[0], half[1])
         _paint(img, _alpha(occluder, px), rng.uniform(0.0, 1.0, 3))
-    img = img.reshape(size, SUPERSAMPLE, size, SUPERSAMPLE, 3).mean(axis=(1, 3))
     low = max(4, round(size / (1.0 + 1.5 * d)))
     blur = _gauss_matrix(size, 1e-3 + 1.0 * d * size / 48.0)
     op = (blur @ _resize_matrix(low, size) @ _resize_matrix(size, low)).astype(np.float32)
