@@ -228,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    parser.add_argument("--budget", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=5, help="unlearning epochs")
+    parser.add_argument("--budget", type=int, default=None, help="settings per method (default 4; quick 2)")
+    parser.add_argument("--epochs", type=int, default=None, help="unlearning epochs (default 5; quick 2)")
     parser.add_argument("--pretrain_epochs", type=int, default=None)
     parser.add_argument("--out", default="runs/study")
     parser.add_argument("--results", default="docs/results.md")
@@ -237,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a CLI override for every run, e.g. data.num_identities=12 (tests use a tiny set)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.seeds, args.datasets, args.budget, args.epochs = args.seeds[:1], ["synthetic"], 2, 2
+        args.seeds, args.datasets = args.seeds[:1], ["synthetic"]
+    args.budget = args.budget or (2 if args.quick else 4)
+    args.epochs = args.epochs or (2 if args.quick else 5)
     started = time.perf_counter()
     study = Study(args)
     all_results = {d: [study.run_seed(d, s) for s in args.seeds] for d in args.datasets}
