@@ -20,6 +20,16 @@ SOURCES: Registry[type[FaceSource]] = Registry("data format")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+def decode_image(data: bytes, what: str) -> Image.Image:
+    """Encoded bytes → RGB image; a corrupt or truncated image raises ``DataError`` naming ``what``."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DataError(f"corrupt image {what}: {err}; remove or replace the file") from err
+    return image.convert("RGB")
+
+
 class FaceSource:
     """Base class. Subclasses fill ``keys`` (unique, stable, e.g. a relative path) and ``identities``.
 
@@ -41,13 +51,7 @@ class FaceSource:
 
     def load(self, i: int) -> Image.Image:
         """Sample ``i`` decoded as RGB; a corrupt image raises ``DataError`` naming it."""
-        data = self.read_bytes(i)
-        try:
-            image = Image.open(io.BytesIO(data))
-            image.load()
-        except (UnidentifiedImageError, OSError, SyntaxError) as err:
-            raise DataError(f"corrupt image {self.describe(i)}: {err}; remove or replace the file") from err
-        return image.convert("RGB")
+        return decode_image(self.read_bytes(i), self.describe(i))
 
     def describe(self, i: int) -> str:
         return f"{self.root}/{self.keys[i]}"

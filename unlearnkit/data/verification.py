@@ -6,15 +6,14 @@ embeds every image once (plus its flip) however many pairs name it.
 
 from __future__ import annotations
 
-import io
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from unlearnkit.data.sources import IMAGE_SUFFIXES
+from unlearnkit.data.sources import IMAGE_SUFFIXES, decode_image
 from unlearnkit.errors import DataError
 from unlearnkit.utils.io import write_text
 from unlearnkit.utils.safe_pickle import restricted_loads
@@ -66,13 +65,6 @@ class PairSet:
         return image.convert("RGB")
 
 
-def _decode(data: bytes, what: str) -> Image.Image:
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise DataError(f"corrupt image {what}: {err}") from err
-    return image.convert("RGB")
 
 
 class EncodedImages:
@@ -87,7 +79,7 @@ class EncodedImages:
         self.size = None if image_size is None else (image_size[1], image_size[0])
 
     def __call__(self, k: int) -> Image.Image:
-        image = _decode(self.bins[k], f"{self.what} image {k}")
+        image = decode_image(self.bins[k], f"{self.what} image {k}")
         if self.size is not None and image.size != self.size:
             image = image.resize(self.size, Image.BILINEAR)
         return image
@@ -106,7 +98,7 @@ class FileImages:
             data = path.read_bytes()
         except FileNotFoundError as err:
             raise DataError(f"image {path} is missing: it existed when the pair list was read") from err
-        return _decode(data, str(path))
+        return decode_image(data, str(path))
 
 
 def load_bin(path: str | Path, image_size: int | tuple[int, int] | None = None) -> PairSet:

@@ -18,18 +18,6 @@ from torch import nn
 from unlearnkit.errors import ConfigError
 from unlearnkit.registry import Registry
 
-__all__ = [
-    "HEADS",
-    "ArcFaceHead",
-    "CentroidHead",
-    "CosFaceHead",
-    "CosineHead",
-    "MarginHead",
-    "add_class",
-    "create_head",
-    "drop_last_class",
-]
-
 HEADS: Registry = Registry("head")
 
 
