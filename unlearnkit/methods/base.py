@@ -264,6 +264,7 @@ class UnlearningMethod(FaceModule):
             cosine-to-centroid head: the label-free variant of a supervised method).
         num_clusters: K for pseudo-labels (default round(sqrt(#training images))).
         retain_weight: λ_r of the optional retain term (0 = off) where a method has one.
+        freeze_bn: keep θ0's BatchNorm statistics (BN layers in eval mode) while unlearning.
     """
 
     needs_labels: ClassVar[bool] = True
@@ -272,7 +273,8 @@ class UnlearningMethod(FaceModule):
     protocols: ClassVar[tuple[str, ...]] = ("identity", "sample", "quality")
 
     def __init__(self, original: str | None = None, labels: str = "true", num_clusters: int | None = None,
-                 retain_weight: float = 0.0, lr: float = 0.01, scheduler: str = "constant", **kwargs) -> None:
+                 retain_weight: float = 0.0, freeze_bn: bool = True, lr: float = 0.01, scheduler: str = "constant",
+                 **kwargs) -> None:
         if labels not in ("true", "pseudo"):
             raise ConfigError(f"labels must be 'true' or 'pseudo', got {labels!r}")
         if retain_weight < 0:
@@ -283,7 +285,7 @@ class UnlearningMethod(FaceModule):
         kwargs.update(arch)
         super().__init__(lr=lr, scheduler=scheduler, **kwargs)
         self.hparams.update(original=original, labels=labels, num_clusters=num_clusters,
-                            retain_weight=retain_weight)
+                            retain_weight=retain_weight, freeze_bn=freeze_bn)
         self.teacher: nn.Module | None = None
         if self.uses_teacher:
             self.teacher = freeze(copy.deepcopy(self.backbone))
@@ -464,3 +466,8 @@ class UnlearningMethod(FaceModule):
     def on_train_epoch_start(self) -> None:
         if self.teacher is not None:
             self.teacher.eval()
+        if self.hparams.get("freeze_bn", True):
+            # forget batches are small and one-sided: their statistics would shift every embedding
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
