@@ -86,7 +86,7 @@ def main() -> None:
         protocol = "identity" if cls.needs_labels else "sample"
         ratio = time_steps(model, root, args, protocol, batch) / baseline
         target = TARGETS.get(name)
-        verdict = "" if target is None else ("  (target ≤ %.2f: %s)" % (target, "met" if ratio <= target else "MISSED"))
+        verdict = "" if target is None else f"  (target ≤ {target:.2f}: {'met' if ratio <= target else 'MISSED'})"
         print(f"step_ratio {name} {ratio:.2f}{verdict}", flush=True)
 
 
