@@ -75,7 +75,7 @@ def _identity(seed: int, index: int) -> dict:
         "marks": [
             (u(-0.7, 0.7), u(-0.5, 0.75), u(0.06, 0.15), u(0.06, 0.15), u(0, math.pi),
              u(0.5, 0.75) if rng.random() < 0.5 else u(1.25, 1.5))
-            for _ in range(rng.integers(1, 4))
+            for _ in range(rng.integers(2, 5))
         ],
     }
     if p["bald"]:
@@ -246,7 +246,7 @@ def render(seed: int, identity: int, image: int, size: int) -> tuple[np.ndarray,
     """One image (uint8, size×size×3) of person ``identity`` and its degradation level in [0, 1]."""
     p = _identity(seed, identity)
     rng = np.random.default_rng([seed, identity, 2, image])
-    degradation = round(float(rng.beta(1.0, 2.5)), 4)  # mostly light, some heavy
+    degradation = round(float(rng.beta(1.0, 3.0)), 4)  # mostly light, some heavy: P(d > 0.5) = 1/8
 
     px = 2.0 / size  # one pixel in image units (the image spans [-1, 1]); shapes get edges this soft
     coords = ((np.arange(size) + 0.5) * px - 1.0).astype(np.float32)
@@ -266,27 +266,28 @@ def render(seed: int, identity: int, image: int, size: int) -> tuple[np.ndarray,
 
     # lighting: brightness, colour cast, a directional gradient, contrast and gamma
     shade = 1.0 + rng.uniform(0.0, 0.3) * _grating(X, Y, 1.0, rng.uniform(0, 2 * math.pi), 0.0)
-    img *= (shade[..., None] * rng.uniform(0.75, 1.25)) * rng.uniform(0.9, 1.1, 3)
+    img *= (shade[..., None] * rng.uniform(0.8, 1.2)) * rng.uniform(0.93, 1.07, 3)
     mean = img.mean()
-    img = np.clip(mean + (img - mean) * rng.uniform(0.85, 1.15), 0.0, 1.0) ** rng.uniform(0.85, 1.18)
+    img = np.clip(mean + (img - mean) * rng.uniform(0.88, 1.12), 0.0, 1.0) ** rng.uniform(0.88, 1.14)
 
-    # degradation, every part growing with d: occluder, lost resolution, blur, noise
+    # degradation, every part growing with d: occluder, lost resolution, blur, noise. Noise and occluders
+    # dominate at high d because they make an embedding unstable; blur alone would make it smoother
     d = degradation
-    if rng.random() < d:
+    if rng.random() < 1.5 * d:
         cx, cy = rng.uniform(-0.45, 0.45, 2).tolist()
-        half = ((0.15 + 0.3 * d) * rng.uniform(0.7, 1.3, 2)).tolist()
+        half = ((0.15 + 0.35 * d) * rng.uniform(0.7, 1.3, 2)).tolist()
         if rng.random() < 0.5:
             occluder = np.maximum(np.abs(X - cx) - half[0], np.abs(Y - cy) - half[1])
         else:
             occluder = _ellipse(X, Y, cx, cy, half[0], half[1])
         _paint(img, _alpha(occluder, px), rng.uniform(0.0, 1.0, 3))
-    low = max(4, round(size / (1.0 + 1.5 * d)))
-    blur = _gauss_matrix(size, 1e-3 + 1.0 * d * size / 48.0)
+    low = max(4, round(size / (1.0 + d)))
+    blur = _gauss_matrix(size, 1e-3 + 0.7 * d * size / 48.0)
     op = (blur @ _resize_matrix(low, size) @ _resize_matrix(size, low)).astype(np.float32)
     # numpy's own loops, not BLAS: threaded BLAS crawls on a busy machine and may round differently
     planes = np.ascontiguousarray(img.transpose(2, 0, 1))
     img = np.einsum("ij,cjk->cik", op, np.einsum("ij,ckj->cki", op, planes)).transpose(1, 2, 0)
-    img += rng.normal(0.0, 0.005 + 0.06 * d, img.shape)
+    img += rng.normal(0.0, 0.005 + 0.05 * d + 0.08 * d * d, img.shape)
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), degradation
 
 
