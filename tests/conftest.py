@@ -39,7 +39,7 @@ def quiet_trainer(**overrides):
 
     kwargs = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                   enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                  use_distributed_sampler=False)
+                  use_distributed_sampler=False, default_root_dir=tempfile.mkdtemp(dir=_TMP))
     kwargs.update(overrides)
     return L.Trainer(**kwargs)
 
