@@ -393,24 +393,34 @@ class UnlearningMethod(FaceModule):
         centroids = torch.zeros(datamodule.num_classes, z.shape[1], device=z.device).index_add_(0, labels, z)
         return F.normalize(centroids, dim=1).cpu()
 
-    def _build_pseudo_labels(self, datamodule) -> None:
-        """K-means on θ0's embeddings of the training images → a label per image and a centroid head."""
+    def cluster_part(self, part: str, k: int | None, model: nn.Module | None = None,
+                     who: str = "pseudo-labels") -> tuple[torch.Tensor, torch.Tensor]:
+        """K-means on the embeddings of a data part (θ0's unless ``model``), once on rank 0 and broadcast.
+
+        Returns normalised centroids and a table source index → cluster (−1 outside the part); K defaults to
+        round(sqrt(|part|)).
+        """
         from unlearnkit.metrics.search import kmeans
 
-        indices = datamodule.part_indices("train")
-        k = self.hparams.num_clusters or max(2, round(np.sqrt(len(indices))))
+        dm = self.trainer.datamodule
+        indices = dm.part_indices(part)
+        k = k or max(2, round(np.sqrt(len(indices))))
         if k > len(indices):
-            raise ConfigError(f"num_clusters={k} is larger than the {len(indices)} training images")
+            raise ConfigError(f"{who} needs K ≤ |D_{part[0]}|: {k} clusters for {len(indices)} {part} images")
         result = None
         if self.global_rank == 0:
-            z = self.embed_indices(indices)
-            centroids, assign = kmeans(z.cpu(), k, seed=datamodule.hparams.seed)
-            table = torch.full((len(datamodule.source),), -1, dtype=torch.long)
+            centroids, assign = kmeans(self.embed_indices(indices, model).cpu(), k, seed=dm.hparams.seed)
+            table = torch.full((len(dm.source),), -1, dtype=torch.long)
             table[torch.as_tensor(indices)] = assign.long()
-            result = (centroids, table)
+            result = (F.normalize(centroids.float(), dim=1), table)
         centroids, table = self.broadcast(result)
-        self.register_buffer("pseudo_table", table.to(self.device), persistent=False)
-        self.pseudo_head = CentroidHead(centroids.to(self.device), s=self.hparams.scale, m=self.hparams.margin)
+        return centroids.to(self.device), table.to(self.device)
+
+    def _build_pseudo_labels(self, datamodule) -> None:
+        """K-means on θ0's embeddings of the training images → a label per image and a centroid head."""
+        centroids, table = self.cluster_part("train", self.hparams.num_clusters)
+        self.register_buffer("pseudo_table", table, persistent=False)
+        self.pseudo_head = CentroidHead(centroids, s=self.hparams.scale, m=self.hparams.margin)
 
     # ------------------------------------------------------------- helpers methods use
     def labels_of(self, data: dict) -> torch.Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -53,37 +52,18 @@ class Cure(UnlearningMethod):
             raise ConfigError(f"CURE temperature must be positive, got {temperature}")
         super().__init__(**kwargs)
 
-    def _cluster(self, part: str, k: int | None, model=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """K-means (rank 0, broadcast) on embeddings of a part → (centroids, table index → cluster)."""
-        from unlearnkit.metrics.search import kmeans
-
-        dm = self.trainer.datamodule
-        indices = dm.part_indices(part)
-        k = k or max(2, round(np.sqrt(len(indices))))
-        if k > len(indices):
-            raise ConfigError(f"CURE needs K ≤ |D_{part[0]}|: {k} clusters for {len(indices)} {part} images")
-        result = None
-        if self.global_rank == 0:
-            z = self.embed_indices(indices, model)
-            centroids, assign = kmeans(z.cpu(), k, seed=dm.hparams.seed)
-            table = torch.full((len(dm.source),), -1, dtype=torch.long)
-            table[torch.as_tensor(indices)] = assign.long()
-            result = (F.normalize(centroids.float(), dim=1), table)
-        centroids, table = self.broadcast(result)
-        return centroids.to(self.device), table.to(self.device)
-
     def on_fit_start(self) -> None:
         super().on_fit_start()
         hp = self.hparams
-        self.forget_centroids, self.forget_cluster = self._cluster("forget", hp.num_clusters)
-        self.retain_centroids, self.retain_cluster = self._cluster("retain", hp.retain_clusters)
+        self.forget_centroids, self.forget_cluster = self.cluster_part("forget", hp.num_clusters, who="CURE")
+        self.retain_centroids, self.retain_cluster = self.cluster_part("retain", hp.retain_clusters, who="CURE")
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
         tau = self.hparams.recluster_every
         if tau and self.current_epoch > 0 and self.current_epoch % tau == 0:
-            self.forget_centroids, self.forget_cluster = self._cluster("forget", self.hparams.num_clusters,
-                                                                       self.backbone)
+            self.forget_centroids, self.forget_cluster = self.cluster_part("forget", self.hparams.num_clusters,
+                                                                           self.backbone, who="CURE")
 
     def unlearning_loss(self, batch):
         hp = self.hparams
