@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from unlearnkit.demo import cli, trainer_with_oracle
+
 ROOT = Path(__file__).resolve().parents[1]
 IDENTITY_METHODS = ["Finetune", "GradientAscent", "RandomLabel", "BoundaryShrink", "BoundaryExpand", "Scrub",
                     "BadTeacher", "Dispersion", "HardDispersion"]
@@ -60,23 +62,10 @@ class Study:
         self.common += [token for item in args.set for token in ("--" + item.split("=", 1)[0], item.split("=", 1)[1])]
 
     def cli(self, run_dir: Path, args: list[str]) -> dict:
-        from unlearnkit.cli.main import main
-
-        if not (run_dir / "metrics.json").exists():
-            code = main([*args, "--run_dir", str(run_dir), *self.common])
-            if code:
-                raise SystemExit(f"run {run_dir} failed with exit code {code}")
-        return json.loads((run_dir / "metrics.json").read_text())["metrics"]
+        return cli([*args, "--run_dir", str(run_dir), *self.common])
 
     def trainer_config(self, oracle: Path | None, epochs: int, path: Path) -> Path:
-        config = yaml.safe_load((ROOT / "configs/trainer/cpu_unlearn.yaml").read_text())
-        config["max_epochs"] = epochs
-        for callback in config.get("callbacks", []):
-            if callback["class_path"].endswith("FaceEvaluation") and oracle is not None:
-                callback.setdefault("init_args", {})["oracle"] = str(oracle)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return path
+        return trainer_with_oracle(ROOT / "configs/trainer/cpu_unlearn.yaml", oracle, path, max_epochs=epochs)
 
     def run_seed(self, dataset: str, seed: int) -> dict:
         a, base = self.args, self.out / dataset / f"seed{seed}"

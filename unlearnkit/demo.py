@@ -31,12 +31,14 @@ def cli(args: list[str]) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())["metrics"]
 
 
-def trainer_with_oracle(template: Path, oracle: Path, out: Path) -> Path:
-    """A trainer config whose evaluation callback compares against the oracle checkpoint."""
+def trainer_with_oracle(template: Path, oracle: Path | None, out: Path, **overrides) -> Path:
+    """A trainer config (``template`` plus ``overrides``) whose evaluation compares against the oracle."""
     config = yaml.safe_load(template.read_text())
+    config.update(overrides)
     for callback in config.get("callbacks", []):
-        if callback["class_path"].endswith("FaceEvaluation"):
+        if callback["class_path"].endswith("FaceEvaluation") and oracle is not None:
             callback.setdefault("init_args", {})["oracle"] = str(oracle)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(config, sort_keys=False))
     return out
 
