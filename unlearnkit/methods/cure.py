@@ -52,18 +52,23 @@ class Cure(UnlearningMethod):
             raise ConfigError(f"CURE temperature must be positive, got {temperature}")
         super().__init__(**kwargs)
 
+    def cluster_forget(self, model=None) -> None:
+        """Forget centroids (θ0's, or the student's when re-clustering) and each cluster's farthest centroid."""
+        self.forget_centroids, self.forget_cluster = self.cluster_part("forget", self.hparams.num_clusters,
+                                                                       model, who="CURE")
+        self.farthest = farthest_centroid(self.forget_centroids)
+
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        hp = self.hparams
-        self.forget_centroids, self.forget_cluster = self.cluster_part("forget", hp.num_clusters, who="CURE")
-        self.retain_centroids, self.retain_cluster = self.cluster_part("retain", hp.retain_clusters, who="CURE")
+        self.cluster_forget()
+        self.retain_centroids, self.retain_cluster = self.cluster_part("retain", self.hparams.retain_clusters,
+                                                                       who="CURE")
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
         tau = self.hparams.recluster_every
         if tau and self.current_epoch > 0 and self.current_epoch % tau == 0:
-            self.forget_centroids, self.forget_cluster = self.cluster_part("forget", self.hparams.num_clusters,
-                                                                           self.backbone, who="CURE")
+            self.cluster_forget(self.backbone)
 
     def unlearning_loss(self, batch):
         hp = self.hparams
@@ -75,7 +80,7 @@ class Cure(UnlearningMethod):
         s_f, s_r, t_f, t_r = student[:n_f], student[n_f:], teacher[:n_f], teacher[n_f:]
 
         own = self.forget_cluster[forget["index"]]
-        pseudo = farthest_centroid(self.forget_centroids)[own]
+        pseudo = self.farthest[own]
         retain_label = self.retain_cluster[retain["index"]]
 
         l_cos = F.relu((s_f * t_f).sum(1) - hp.forget_margin).mean()
