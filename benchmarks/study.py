@@ -3,7 +3,8 @@
 For each data set and seed: pretrain θ0; for each protocol retrain the oracle on D_r; give every method
 the same tuning budget (``--budget`` settings of its learning rate and main weight), chosen by UES on a
 *validation* forget set (another forget draw over the same held-out images, ``data.forget_seed``), never on
-the evaluation split; run the chosen setting on the evaluation split with the oracle configured; collect
+the evaluation split; tuning runs on the first seed (``--tune_seeds`` to tune on more) and its choice is used
+for every seed; run the chosen setting on the evaluation split with the oracle configured; collect
 with ``unlearnkit report``; write ``docs/results.md`` (mean ± std over seeds, chosen settings, cost
 relative to retraining) and print one line per claim: ``claim <name> holds|fails <figures>``.
 
@@ -20,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from unlearnkit.demo import cli, trainer_with_oracle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,24 +33,28 @@ MAIN_WEIGHT = {"GradientAscent": ("retain_weight", [0.0, 1.0]), "RandomLabel": (
                "Scrub": ("forget_weight", [1.0, 2.0]), "BadTeacher": ("temperature", [1.0, 4.0]),
                "Cure": ("lambda_cos", [1.0, 2.0]), "BoundaryShrink": ("epsilon", [0.1, 0.2]),
                "Finetune": ("weight_decay", [0.0005, 0.0]), "BoundaryExpand": ("weight_decay", [0.0, 0.0005])}
-DATASETS = {"synthetic": "configs/data/synthetic.yaml", "lfw_subset": "configs/data/lfw_subset.yaml"}
+# data config and the model options that pretraining and the oracle need for it (unlearning takes θ0's)
+DATASETS = {"synthetic": ("configs/data/synthetic.yaml", []),
+            "lfw_subset": ("configs/data/lfw_subset.yaml", ["--model.image_size", "64"])}
 PROTOCOLS = {"identity": [], "sample": ["--data.protocol", "sample", "--data.forget", "0.1"],
              "quality": ["--data.protocol", "quality", "--data.forget", "0.1"]}
 
 
 def method_lr(method: str) -> float:
+    """The method's default learning rate (what ``--model <method>`` runs with)."""
+    from unlearnkit.cli.main import method_defaults
     from unlearnkit.methods import load_all
 
-    name = {cls.__name__: key for key, cls in load_all().items()}[method]
-    return yaml.safe_load((ROOT / f"configs/method/{name}.yaml").read_text())["init_args"]["lr"]
+    return method_defaults({cls.__name__: cls for cls in load_all().values()}[method])["lr"]
 
 
 def settings(method: str, budget: int) -> list[dict]:
-    """``budget`` settings: lr × {1, 3} crossed with the two main-weight values, in a fixed order."""
+    """``budget`` settings in a fixed order: the default lr, ×10, ÷10, then the default lr with the main
+    weight's other value (a decade either side: the probes found runaway thresholds within one)."""
     lr = method_lr(method)
     name, values = MAIN_WEIGHT[method]
-    grid = [{"lr": lr, name: values[0]}, {"lr": lr * 3, name: values[0]}, {"lr": lr, name: values[1]},
-            {"lr": lr * 3, name: values[1]}]
+    grid = [{"lr": lr, name: values[0]}, {"lr": lr * 10, name: values[0]}, {"lr": lr / 10, name: values[0]},
+            {"lr": lr, name: values[1]}]
     return grid[:budget]
 
 
@@ -64,51 +67,62 @@ class Study:
     def cli(self, run_dir: Path, args: list[str]) -> dict:
         return cli([*args, "--run_dir", str(run_dir), *self.common])
 
-    def trainer_config(self, oracle: Path | None, epochs: int, path: Path) -> Path:
-        return trainer_with_oracle(ROOT / "configs/trainer/cpu_unlearn.yaml", oracle, path, max_epochs=epochs)
+    def trainer_config(self, oracle: Path | None, epochs: int, path: Path, **overrides) -> Path:
+        return trainer_with_oracle(ROOT / "configs/trainer/cpu_unlearn.yaml", oracle, path, max_epochs=epochs,
+                                   **overrides)
 
-    def run_seed(self, dataset: str, seed: int) -> dict:
+    def tune(self, base: Path, protocol: str, methods: list[str], common: list[str]) -> dict:
+        """Each method's best of its ``budget`` settings by UES on the validation forget draw."""
+        a = self.args
+        # evaluated once, at the end: only the final UES is compared
+        trainer = self.trainer_config(None, a.epochs, base / f"trainer-tune-{protocol}.yaml",
+                                      check_val_every_n_epoch=a.epochs)
+        chosen = {}
+        for method in methods:
+            scored = []
+            for k, setting in enumerate(settings(method, a.budget)):
+                overrides = [x for key, v in setting.items() for x in (f"--model.{key}", str(v))]
+                metrics = self.cli(base / "tune" / f"{protocol}-{method}-{k}",
+                                   [*common(method, trainer), "--data.forget_seed", "1", *overrides])
+                scored.append((metrics.get("UES", float("-inf")), k, setting))
+            chosen[method] = max(scored, key=lambda t: (t[0], -t[1]))[2]
+        return chosen
+
+    def run_seed(self, dataset: str, seed: int, chosen: dict | None = None) -> dict:
+        """Every run of one seed; tunes first unless ``chosen`` settings (per protocol) are given."""
         a, base = self.args, self.out / dataset / f"seed{seed}"
-        data = ["--data", str(ROOT / DATASETS[dataset]), "--data.seed", str(seed), "--seed_everything", str(seed)]
+        data_config, model_args = DATASETS[dataset]
+        data = ["--data", str(ROOT / data_config), "--data.seed", str(seed), "--seed_everything", str(seed)]
         pretrain_epochs = ["--trainer.max_epochs", str(a.pretrain_epochs)] if a.pretrain_epochs else []
         experiment = str(ROOT / "configs/experiment/pretrain_synthetic.yaml")
-        self.cli(base / "original", ["fit", "--config", experiment, *data, *pretrain_epochs])
+        self.cli(base / "original", ["fit", "--config", experiment, *data, *model_args, *pretrain_epochs])
         original = base / "original" / "checkpoints" / "last.ckpt"
         results = {"original": base / "original", "runs": {}, "chosen": {}}
         unlearn = str(ROOT / "configs/experiment/unlearn_synthetic.yaml")
         for protocol, methods in (("identity", IDENTITY_METHODS), ("sample", LABEL_FREE), ("quality", ["Cure"])):
             extra = PROTOCOLS[protocol]
-            tune_trainer = self.trainer_config(None, a.epochs, base / f"trainer-tune-{protocol}.yaml")
-            chosen = {}
-            for method in methods:
+
+            def common(method: str, trainer: Path, extra=extra, protocol=protocol) -> list[str]:
                 labels = ["--model.labels", "pseudo"] if protocol != "identity" and method != "Cure" else []
-                scored = []
-                for k, setting in enumerate(settings(method, a.budget)):
-                    overrides = [x for key, v in setting.items() for x in (f"--model.{key}", str(v))]
-                    metrics = self.cli(base / "tune" / f"{protocol}-{method}-{k}",
-                                       ["fit", "--config", unlearn, "--trainer", str(tune_trainer), *data, *extra,
-                                        "--data.forget_seed", "1", "--model", method, "--model.original",
-                                        str(original), *labels, *overrides])
-                    scored.append((metrics.get("UES", float("-inf")), k, setting))
-                chosen[method] = max(scored, key=lambda t: (t[0], -t[1]))[2]
-            results["chosen"][protocol] = chosen
+                return ["fit", "--config", unlearn, "--trainer", str(trainer), *data, *extra, "--model", method,
+                        "--model.original", str(original), *labels]
+
+            settings_here = (chosen or {}).get(protocol) or self.tune(base, protocol, methods, common)
+            results["chosen"][protocol] = settings_here
             oracle_dir = base / f"{protocol}-oracle"
             # a one-step run writes the evaluation split's manifest, so the oracle retrains on exactly that D_r
             split_runs = base / "split" / protocol
-            self.cli(split_runs, ["fit", "--config", unlearn, "--trainer", str(tune_trainer), *data, *extra,
-                                  "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
-                                  "--model", "Cure", "--model.original", str(original)])
+            one_step = self.trainer_config(None, 1, base / f"trainer-split-{protocol}.yaml", limit_train_batches=1)
+            self.cli(split_runs, common("Cure", one_step))
             manifest = ["--data.split_manifest", str(split_runs / "split.csv")]
             self.cli(oracle_dir, ["fit", "--config", str(ROOT / "configs/experiment/retrain_synthetic.yaml"), *data,
-                                  *extra, *manifest, *pretrain_epochs])
+                                  *model_args, *extra, *manifest, *pretrain_epochs])
             trainer = self.trainer_config(oracle_dir / "checkpoints" / "last.ckpt", a.epochs,
                                           base / f"trainer-{protocol}.yaml")
             for method in methods:
-                labels = ["--model.labels", "pseudo"] if protocol != "identity" and method != "Cure" else []
-                overrides = [x for key, v in chosen[method].items() for x in (f"--model.{key}", str(v))]
+                overrides = [x for key, v in settings_here[method].items() for x in (f"--model.{key}", str(v))]
                 run = base / f"{protocol}-{method}"
-                self.cli(run, ["fit", "--config", unlearn, "--trainer", str(trainer), *data, *extra, *manifest,
-                               "--model", method, "--model.original", str(original), *labels, *overrides])
+                self.cli(run, [*common(method, trainer), *manifest, *overrides])
                 results["runs"][(protocol, method)] = run
             results["runs"][(protocol, "Retrain")] = oracle_dir
         return results
@@ -182,13 +196,36 @@ def claims(table: dict, dataset: str) -> list[str]:
     return lines
 
 
+def tradeoff_plot(path: Path, rows: list[tuple[str, dict]], title: str) -> Path:
+    """Forget mAP vs retain mAP, mean ± std over seeds, one point per method (original and oracle marked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for method, v in rows:
+        (fx, fs), (ry, rs) = v["forget/mAP"], v["retain/mAP"]
+        marker = {"Original": "*", "Retrain": "s"}.get(method, "o")
+        ax.errorbar(fx, ry, xerr=fs, yerr=rs, fmt=marker, markersize=10 if marker != "o" else 6, capsize=3)
+        ax.annotate(method, (fx, ry), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set(xlabel="forget mAP (lower: more forgotten)", ylabel="retain mAP (higher: more kept)", title=title)
+    ax.grid(alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_results(path: Path, table: dict, keys: list[str], all_results: dict, claim_lines: list[str],
                   minutes: float, args) -> None:
     from unlearnkit.utils.io import write_text
 
     out = ["# Results", "", f"Produced by `python benchmarks/study.py {' '.join(sys.argv[1:])}` in "
            f"{minutes:.1f} minutes on this machine; seeds {args.seeds}, budget {args.budget} settings per "
-           "method, chosen by UES on a validation forget set (`data.forget_seed=1`).", "", "## Claims", "",
+           f"method, chosen by UES on a validation forget set (`data.forget_seed=1`) of the first "
+           f"{args.tune_seeds} seed(s) and used for every seed.", "", "## Claims", "",
            *[f"- `{line}`" for line in claim_lines], ""]
     for dataset in all_results:
         for protocol in ("identity", "sample", "quality"):
@@ -197,7 +234,9 @@ def write_results(path: Path, table: dict, keys: list[str], all_results: dict, c
                 continue
             extra = sorted({k for _, v in rows for k in v if k.startswith("verify/")})
             cols = keys + extra
+            plot = tradeoff_plot(path.parent / "results" / f"{dataset}-{protocol}.png", rows, f"{dataset}, {protocol}")
             out += [f"## {dataset}, {protocol} protocol (mean ± std over seeds)", "",
+                    f"![forget mAP vs retain mAP](results/{plot.name})", "",
                     "| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
             for method, values in sorted(rows):
                 cells = [f"{values[k][0]:.3f} ± {values[k][1]:.3f}" if k in values else "" for k in cols]
@@ -220,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=None, help="settings per method (default 4; quick 2)")
     parser.add_argument("--epochs", type=int, default=None, help="unlearning epochs (default 5; quick 2)")
     parser.add_argument("--pretrain_epochs", type=int, default=None)
+    parser.add_argument("--tune_seeds", type=int, default=1,
+                        help="seeds that tune (each on its own validation draw); the rest reuse the first's choice")
     parser.add_argument("--out", default="runs/study")
     parser.add_argument("--results", default="docs/results.md")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -231,7 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     args.epochs = args.epochs or (2 if args.quick else 5)
     started = time.perf_counter()
     study = Study(args)
-    all_results = {d: [study.run_seed(d, s) for s in args.seeds] for d in args.datasets}
+    all_results = {}
+    for dataset in args.datasets:
+        runs = [study.run_seed(dataset, seed) for seed in args.seeds[:args.tune_seeds]]
+        runs += [study.run_seed(dataset, seed, runs[0]["chosen"]) for seed in args.seeds[args.tune_seeds:]]
+        all_results[dataset] = runs
     for dataset, seeds in all_results.items():
         from unlearnkit.report import write_report
 

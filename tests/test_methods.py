@@ -106,3 +106,32 @@ def test_unsupported_protocol_is_a_config_error_before_work(tiny_faces, original
     dm = tiny_datamodule(tiny_faces, protocol="sample", forget=0.2)
     with pytest.raises(ConfigError, match="identity labels"):
         quiet_trainer(max_steps=1, default_root_dir=str(tmp_path)).fit(model, datamodule=dm)
+
+
+@pytest.mark.parametrize("name", UNLEARNING)
+def test_model_swap_takes_the_methods_own_defaults(name, capsys, monkeypatch):
+    """``--model Name`` after a config keeps its shared options (original, labels) but not another
+    method's learning rate or loss weights; options after the swap still win."""
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from unlearnkit.cli.main import main, method_defaults
+
+    cls = METHODS[name]
+    experiment = Path(__file__).parents[1] / "configs" / "experiment" / "unlearn_synthetic.yaml"
+    monkeypatch.setattr(sys, "argv", ["unlearnkit"])
+
+    def resolved(*extra):
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            main(["fit", "--config", str(experiment), "--model.lr", "0.777", "--model.labels", "pseudo",
+                  "--model", cls.__name__, *extra, "--print_config"])
+        return yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+
+    args = resolved()
+    defaults = method_defaults(cls)
+    assert args["lr"] == defaults["lr"] != 0.777
+    assert args["labels"] == "pseudo" and args["original"].endswith("last.ckpt")
+    assert resolved("--model.lr", "0.123")["lr"] == 0.123

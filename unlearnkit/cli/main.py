@@ -7,6 +7,8 @@ model and are dispatched before LightningCLI. Every run gets its own directory (
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
 import pickle
 import sys
@@ -176,7 +178,52 @@ def _set_aside(path: Path) -> None:
 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
 
 
+# options a method swap keeps from the config (what was unlearned from, and how); every other option of the
+# new method (its learning rate, optimiser, loss weights) takes the new method's default
+SHARED_OPTIONS = {"original", "labels", "num_clusters", "retain_weight", "freeze_bn", "compile", "flip_pairs",
+                  "backbone", "embedding_size", "image_size", "head", "scale", "margin", "num_classes"}
+
+
+def method_defaults(cls: type) -> dict:
+    """The defaults ``cls`` resolves to: each class's own signature overriding its bases' (e.g. its lr)."""
+    defaults = {}
+    for klass in reversed(cls.__mro__):
+        if klass is object or "__init__" not in vars(klass):
+            continue
+        for name, param in inspect.signature(klass.__init__).parameters.items():
+            if param.default is not inspect.Parameter.empty and name != "self":
+                defaults[name] = param.default
+    return defaults
+
+
+def with_method_defaults(argv: list[str]) -> list[str]:
+    """``--model Name`` swaps the method but keeps only the shared options of the config before it.
+
+    jsonargparse carries every init arg the new class also has (so dispersion's lr would reach boundary
+    shrink, 1000× its own); this inserts the new method's defaults right after the swap, so options given
+    after ``--model Name`` still win.
+    """
+    by_name = {key: cls for cls in METHOD_CLASSES.values()
+               for key in (cls.__name__, f"{cls.__module__}.{cls.__name__}")}
+    out, i = [], 0
+    while i < len(argv):
+        token = argv[i]
+        name = argv[i + 1] if token == "--model" and i + 1 < len(argv) else token.removeprefix("--model=")
+        step = 2 if token == "--model" else 1
+        out += argv[i:i + step]
+        if (token == "--model" or token.startswith("--model=")) and name in by_name:
+            for key, value in method_defaults(by_name[name]).items():
+                if key not in SHARED_OPTIONS:
+                    out += [f"--model.{key}", value if isinstance(value, str) else json.dumps(value)]
+        i += step
+    return out
+
+
 def run_cli(args: list[str] | None = None, run: bool = True) -> UnlearnCLI:
+    if args is None:  # from the console: rewrite sys.argv itself (Lightning warns when both are given)
+        sys.argv[1:] = with_method_defaults(sys.argv[1:])
+    else:
+        args = with_method_defaults(args)
     return UnlearnCLI(
         FaceModule,
         FaceDataModule,

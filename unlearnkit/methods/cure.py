@@ -47,10 +47,10 @@ class Cure(UnlearningMethod):
     def __init__(self, retain_clusters: int | None = None, temperature: float = 0.1, forget_margin: float = 0.0,
                  recluster_every: int = 1, lambda_cos: float = 1.0, lambda_con_forget: float = 1.0,
                  lambda_con_retain: float = 1.0, lambda_fm: float = 1.0, lambda_fd: float = 1.0,
-                 **kwargs) -> None:
+                 lr: float = 5e-3, **kwargs) -> None:
         if temperature <= 0:
             raise ConfigError(f"CURE temperature must be positive, got {temperature}")
-        super().__init__(**kwargs)
+        super().__init__(lr=lr, **kwargs)
 
     def cluster_forget(self, model=None) -> None:
         """Forget centroids (θ0's, or the student's when re-clustering) and each cluster's farthest centroid."""

@@ -16,6 +16,10 @@ class RandomLabel(UnlearningMethod):
 
     parts = ("forget",)
 
+    def __init__(self, lr: float = 1e-4, **kwargs) -> None:
+        # lr: a one-seed probe on the synthetic set: UES 0.51 at 1e-4, 0.34 at 3e-4, collapse at 1e-3
+        super().__init__(lr=lr, **kwargs)
+
     def unlearning_loss(self, batch):
         data = batch["forget"]
         labels = self.labels_of(data)

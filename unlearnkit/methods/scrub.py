@@ -34,8 +34,8 @@ class Scrub(UnlearningMethod):
     needs_teacher = True
 
     def __init__(self, temperature: float = 4.0, max_epochs: int = 2, alpha: float = 1.0, gamma: float = 1.0,
-                 forget_weight: float = 1.0, **kwargs) -> None:
-        super().__init__(**kwargs)
+                 forget_weight: float = 1.0, lr: float = 5e-3, **kwargs) -> None:
+        super().__init__(lr=lr, **kwargs)
 
     def unlearning_loss(self, batch):
         hp = self.hparams
