@@ -220,26 +220,29 @@ def with_method_defaults(argv: list[str]) -> list[str]:
 
 
 def run_cli(args: list[str] | None = None, run: bool = True) -> UnlearnCLI:
-    if args is None:  # from the console: rewrite sys.argv itself (Lightning warns when both are given)
+    if args is None:  # from the console: rewrite sys.argv itself (a DDP launcher re-runs it in each process)
         sys.argv[1:] = with_method_defaults(sys.argv[1:])
     else:
         args = with_method_defaults(args)
-    return UnlearnCLI(
-        FaceModule,
-        FaceDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_callback=RunConfig,
-        parser_class=UnlearnParser,
-        trainer_defaults={
-            "use_distributed_sampler": False,  # our samplers shard by rank (P×K batches, exact evaluation)
-            "num_sanity_val_steps": 0,
-            "callbacks": [RunSummary()],
-        },
-        args=args,
-        run=run,
-        auto_configure_optimizers=False,
-    )
+    with warnings.catch_warnings():
+        # in-process runs (demo, study, tests) give args while the host has its own argv: not a mistake
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return UnlearnCLI(
+            FaceModule,
+            FaceDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=RunConfig,
+            parser_class=UnlearnParser,
+            trainer_defaults={
+                "use_distributed_sampler": False,  # our samplers shard by rank (P×K batches, exact evaluation)
+                "num_sanity_val_steps": 0,
+                "callbacks": [RunSummary()],
+            },
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+        )
 
 
 def main(args: list[str] | None = None) -> int:

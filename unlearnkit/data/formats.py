@@ -14,7 +14,7 @@ import os
 import struct
 from pathlib import Path
 
-from unlearnkit.data.sources import SOURCES, FaceSource
+from unlearnkit.data.sources import SOURCES, FaceSource, read_file
 from unlearnkit.errors import DataError
 
 # MXNet RecordIO framing (dmlc-core recordio): every record starts with the magic word and a word whose top
@@ -199,14 +199,6 @@ class RecordIOSource(FaceSource):
             handle.close()
 
 
-def _read_files(root: Path, key: str) -> bytes:
-    path = root / key
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as err:
-        raise DataError(f"image {path} is missing: the folder changed since it was listed") from err
-
-
 class _ListedFiles:
     """Checks that listed files exist with one directory listing per folder, not one stat per image."""
 
@@ -272,7 +264,7 @@ class VGGFace2Source(FaceSource):
         return {row[0].strip(): row[1].strip() for row in rows[1:] if len(row) >= 2}
 
     def read_bytes(self, i: int) -> bytes:
-        return _read_files(self.root, self.keys[i])
+        return read_file(self.root, self.keys[i])
 
 
 CELEBA_PARTITIONS = {"train": 0, "val": 1, "valid": 1, "test": 2}
@@ -344,4 +336,4 @@ class CelebASource(FaceSource):
                 yield number, (fields[0], fields[1])
 
     def read_bytes(self, i: int) -> bytes:
-        return _read_files(self.root, self.keys[i])
+        return read_file(self.root, self.keys[i])
