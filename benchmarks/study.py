@@ -33,9 +33,9 @@ MAIN_WEIGHT = {"GradientAscent": ("retain_weight", [0.0, 1.0]), "RandomLabel": (
                "Scrub": ("forget_weight", [1.0, 2.0]), "BadTeacher": ("temperature", [1.0, 4.0]),
                "Cure": ("lambda_cos", [1.0, 2.0]), "BoundaryShrink": ("epsilon", [0.1, 0.2]),
                "Finetune": ("weight_decay", [0.0005, 0.0]), "BoundaryExpand": ("weight_decay", [0.0, 0.0005])}
-# data config and the model options that pretraining and the oracle need for it (unlearning takes θ0's)
-DATASETS = {"synthetic": ("configs/data/synthetic.yaml", []),
-            "lfw_subset": ("configs/data/lfw_subset.yaml", ["--model.image_size", "64"])}
+# data config and the pretraining experiment whose recipe makes θ0 and, as ``--model Retrain``, the oracle
+DATASETS = {"synthetic": ("configs/data/synthetic.yaml", "configs/experiment/pretrain_synthetic.yaml"),
+            "lfw_subset": ("configs/data/lfw_subset.yaml", "configs/experiment/pretrain_lfw_subset.yaml")}
 PROTOCOLS = {"identity": [], "sample": ["--data.protocol", "sample", "--data.forget", "0.1"],
              "quality": ["--data.protocol", "quality", "--data.forget", "0.1"]}
 
@@ -91,11 +91,12 @@ class Study:
     def run_seed(self, dataset: str, seed: int, chosen: dict | None = None) -> dict:
         """Every run of one seed; tunes first unless ``chosen`` settings (per protocol) are given."""
         a, base = self.args, self.out / dataset / f"seed{seed}"
-        data_config, model_args = DATASETS[dataset]
+        data_config, experiment = DATASETS[dataset]
         data = ["--data", str(ROOT / data_config), "--data.seed", str(seed), "--seed_everything", str(seed)]
-        pretrain_epochs = ["--trainer.max_epochs", str(a.pretrain_epochs)] if a.pretrain_epochs else []
-        experiment = str(ROOT / "configs/experiment/pretrain_synthetic.yaml")
-        self.cli(base / "original", ["fit", "--config", experiment, *data, *model_args, *pretrain_epochs])
+        pretrain = ["fit", "--config", str(ROOT / experiment), *data]
+        if a.pretrain_epochs:
+            pretrain += ["--trainer.max_epochs", str(a.pretrain_epochs)]
+        self.cli(base / "original", pretrain)
         original = base / "original" / "checkpoints" / "last.ckpt"
         results = {"original": base / "original", "runs": {}, "chosen": {}}
         unlearn = str(ROOT / "configs/experiment/unlearn_synthetic.yaml")
@@ -115,8 +116,7 @@ class Study:
             one_step = self.trainer_config(None, 1, base / f"trainer-split-{protocol}.yaml", limit_train_batches=1)
             self.cli(split_runs, common("Cure", one_step))
             manifest = ["--data.split_manifest", str(split_runs / "split.csv")]
-            self.cli(oracle_dir, ["fit", "--config", str(ROOT / "configs/experiment/retrain_synthetic.yaml"), *data,
-                                  *model_args, *extra, *manifest, *pretrain_epochs])
+            self.cli(oracle_dir, [*pretrain, "--model", "Retrain", *extra, *manifest])
             trainer = self.trainer_config(oracle_dir / "checkpoints" / "last.ckpt", a.epochs,
                                           base / f"trainer-{protocol}.yaml")
             for method in methods:

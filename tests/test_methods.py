@@ -135,3 +135,22 @@ def test_model_swap_takes_the_methods_own_defaults(name, capsys, monkeypatch):
     assert args["lr"] == defaults["lr"] != 0.777
     assert args["labels"] == "pseudo" and args["original"].endswith("last.ckpt")
     assert resolved("--model.lr", "0.123")["lr"] == 0.123
+
+
+def test_pretrain_to_retrain_swap_keeps_the_recipe(capsys, monkeypatch):
+    """The oracle must be trained as θ0 was: ``--model Retrain`` after the pretraining config keeps it all."""
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from unlearnkit.cli.main import main
+
+    experiment = Path(__file__).parents[1] / "configs" / "experiment" / "pretrain_synthetic.yaml"
+    monkeypatch.setattr(sys, "argv", ["unlearnkit"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(experiment), "--model", "Retrain", "--print_config"])
+    model = yaml.safe_load(capsys.readouterr().out)["model"]
+    assert model["class_path"].endswith(".Retrain")
+    assert (model["init_args"]["optimizer"], model["init_args"]["lr"]) == ("adamw", 0.003)

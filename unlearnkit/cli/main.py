@@ -28,7 +28,7 @@ from unlearnkit.callbacks.run_files import RunSummary
 from unlearnkit.data.datamodule import FaceDataModule, SyntheticFaces  # noqa: F401  (short names for --data)
 from unlearnkit.errors import CheckpointError, ConfigError, UnlearnkitError
 from unlearnkit.methods import load_all
-from unlearnkit.methods.base import FaceModule
+from unlearnkit.methods.base import FaceModule, UnlearningMethod
 from unlearnkit.utils.run_lock import RunLock
 from unlearnkit.utils.safe_pickle import weights_only_refusal
 
@@ -197,13 +197,14 @@ def method_defaults(cls: type) -> dict:
 
 
 def with_method_defaults(argv: list[str]) -> list[str]:
-    """``--model Name`` swaps the method but keeps only the shared options of the config before it.
+    """``--model Name`` swaps the unlearning method but keeps only the shared options of the config before it.
 
     jsonargparse carries every init arg the new class also has (so dispersion's lr would reach boundary
     shrink, 1000× its own); this inserts the new method's defaults right after the swap, so options given
-    after ``--model Name`` still win.
+    after ``--model Name`` still win. ``Pretrain`` → ``Retrain`` keeps the whole recipe: the oracle must be
+    trained as θ0 was.
     """
-    by_name = {key: cls for cls in METHOD_CLASSES.values()
+    by_name = {key: cls for cls in METHOD_CLASSES.values() if issubclass(cls, UnlearningMethod)
                for key in (cls.__name__, f"{cls.__module__}.{cls.__name__}")}
     out, i = [], 0
     while i < len(argv):
