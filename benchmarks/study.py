@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -65,7 +66,23 @@ class Study:
         self.common += [token for item in args.set for token in ("--" + item.split("=", 1)[0], item.split("=", 1)[1])]
 
     def cli(self, run_dir: Path, args: list[str]) -> dict:
-        return cli([*args, "--run_dir", str(run_dir), *self.common])
+        """One run (skipped when finished); the wall time of runs actually made adds up in ``run_seconds``."""
+        started, done = time.perf_counter(), (run_dir / "metrics.json").exists()
+        metrics = cli([*args, "--run_dir", str(run_dir), *self.common])
+        if not done:
+            self.add_run_seconds(time.perf_counter() - started)
+        return metrics
+
+    def add_run_seconds(self, seconds: float) -> None:
+        """Kept in ``<out>/run_seconds.json``: a study resumed or re-collected later still reports its cost."""
+        path = self.out / "run_seconds.json"
+        total = json.loads(path.read_text())["seconds"] if path.is_file() else 0.0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"seconds": total + seconds}))
+
+    def run_minutes(self) -> float:
+        path = self.out / "run_seconds.json"
+        return json.loads(path.read_text())["seconds"] / 60 if path.is_file() else 0.0
 
     def trainer_config(self, oracle: Path | None, epochs: int, path: Path, **overrides) -> Path:
         return trainer_with_oracle(ROOT / "configs/trainer/cpu_unlearn.yaml", oracle, path, max_epochs=epochs,
@@ -140,23 +157,25 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarise(all_results: dict[str, list[dict]]) -> tuple[dict, list[str]]:
-    """Per data set, protocol and method: mean ± std of each metric over seeds."""
+    """Per data set, protocol and method: mean ± std of each metric over seeds (the original θ0's values
+    from the ``original/`` keys every unlearning run records; cost relative to the same seed's oracle)."""
     keys = ["forget/mAP", "forget/R@1", "forget/CS", "retain/mAP", "retain/R@1", "retain/CS", "UES",
-            "mia/membership_recall", "mia/attack_acc", "cost/wall_seconds"]
+            "mia/membership_recall", "mia/attack_acc", "cost/wall_seconds", "cost ×retrain"]
     table = {}
     for dataset, seeds in all_results.items():
         for (protocol, method) in seeds[0]["runs"]:
-            rows = [load(r["runs"][(protocol, method)]) for r in seeds]
-            table[(dataset, protocol, method)] = {k: mean_std([row.get(k, float("nan")) for row in rows]) for k in keys}
+            rows = []
+            for r in seeds:
+                row = load(r["runs"][(protocol, method)])
+                oracle = load(r["runs"][(protocol, "Retrain")])
+                row["cost ×retrain"] = row.get("cost/wall_seconds", float("nan")) / oracle["cost/wall_seconds"]
+                rows.append(row)
             verify = sorted({k for row in rows for k in row if k.startswith("verify/") and k.endswith("/acc")})
-            for k in verify:
-                table[(dataset, protocol, method)][k] = mean_std([row.get(k, float("nan")) for row in rows])
-                table[(dataset, protocol, method)]["original/" + k] = mean_std(
-                    [row.get("original/" + k, float("nan")) for row in rows])
-        for protocol in ("identity", "sample"):
-            rows = [load(r["runs"][(protocol, "Finetune" if protocol == "identity" else "Cure")]) for r in seeds]
-            table[(dataset, protocol, "Original")] = {
-                k: mean_std([row.get(f"original/{k}", float("nan")) for row in rows]) for k in keys}
+            table[(dataset, protocol, method)] = {
+                k: mean_std([row.get(k, float("nan")) for row in rows]) for k in keys + verify}
+            if method != "Retrain" and (dataset, protocol, "Original") not in table:
+                table[(dataset, protocol, "Original")] = {
+                    k: mean_std([row.get(f"original/{k}", float("nan")) for row in rows]) for k in keys + verify}
     return table, keys
 
 
@@ -185,10 +204,11 @@ def claims(table: dict, dataset: str) -> list[str]:
     lines.append(f"claim cure_lowest_membership {'holds' if holds else 'fails'} [{dataset}] "
                  + " ".join(f"{m}={v:.3f}" for m, v in mia.items()) + f" oracle={oracle:.3f}")
     row = table.get((dataset, "quality", "Cure"), {})
+    original = table.get((dataset, "quality", "Original"), {})
     verify = [k for k in row if k.startswith("verify/")]
     if verify:
         k = verify[0]
-        after, before = row[k][0], row["original/" + k][0]
+        after, before = row[k][0], original[k][0]
         lines.append(f"claim quality_forgetting_helps {'holds' if after >= before else 'fails'} [{dataset}] "
                      f"{k} before {before:.4f} after {after:.4f}")
     else:
@@ -218,12 +238,17 @@ def tradeoff_plot(path: Path, rows: list[tuple[str, dict]], title: str) -> Path:
     return path
 
 
+def cell(mean: float, std: float) -> str:
+    return "–" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
+
+
 def write_results(path: Path, table: dict, keys: list[str], all_results: dict, claim_lines: list[str],
                   minutes: float, args) -> None:
     from unlearnkit.utils.io import write_text
 
-    out = ["# Results", "", f"Produced by `python benchmarks/study.py {' '.join(sys.argv[1:])}` in "
-           f"{minutes:.1f} minutes on this machine; seeds {args.seeds}, budget {args.budget} settings per "
+    out = ["# Results", "", f"Produced by `python benchmarks/study.py {' '.join(sys.argv[1:])}`: its runs took "
+           f"{minutes:.1f} minutes of wall time on this machine (2 CPU cores); seeds {args.seeds}, budget "
+           f"{args.budget} settings per "
            f"method, chosen by UES on a validation forget set (`data.forget_seed=1`) of the first "
            f"{args.tune_seeds} seed(s) and used for every seed.", "", "## Claims", "",
            *[f"- `{line}`" for line in claim_lines], ""]
@@ -239,15 +264,21 @@ def write_results(path: Path, table: dict, keys: list[str], all_results: dict, c
                     f"![forget mAP vs retain mAP](results/{plot.name})", "",
                     "| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
             for method, values in sorted(rows):
-                cells = [f"{values[k][0]:.3f} ± {values[k][1]:.3f}" if k in values else "" for k in cols]
+                cells = [cell(*values.get(k, (math.nan, math.nan))) for k in cols]
                 out.append(f"| {method} | " + " | ".join(cells) + " |")
             out.append("")
     out += ["## Chosen settings", ""]
     for dataset, seeds in all_results.items():
-        for i, r in enumerate(seeds):
+        used: dict[tuple, list[int]] = {}
+        for seed, r in zip(args.seeds, seeds):
             for protocol, chosen in r["chosen"].items():
                 for method, setting in chosen.items():
-                    out.append(f"- {dataset} seed {args.seeds[i]} {protocol} {method}: {setting}")
+                    used.setdefault((protocol, method, json.dumps(setting)), []).append(seed)
+        for (protocol, method, setting), used_by in used.items():
+            out.append(f"- {dataset} {protocol} {method}: `{setting}` (seeds {', '.join(map(str, used_by))})")
+    notes = path.parent / "results_notes.md"
+    if notes.is_file():  # the analysis, written by hand beside the figures it discusses
+        out += ["", notes.read_text().strip()]
     write_text(path, "\n".join(out) + "\n")
 
 
@@ -285,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     table, keys = summarise(all_results)
     claim_lines = [line for d in all_results for line in claims(table, d)]
     minutes = (time.perf_counter() - started) / 60
-    write_results(Path(args.results), table, keys, all_results, claim_lines, minutes, args)
+    write_results(Path(args.results), table, keys, all_results, claim_lines, study.run_minutes(), args)
     for line in claim_lines:
         print(line)
     print(f"study finished in {minutes:.1f} min; results in {args.results}")
