@@ -276,7 +276,7 @@ def write_results(path: Path, table: dict, keys: list[str], all_results: dict, c
                     used.setdefault((protocol, method, json.dumps(setting)), []).append(seed)
         for (protocol, method, setting), used_by in used.items():
             out.append(f"- {dataset} {protocol} {method}: `{setting}` (seeds {', '.join(map(str, used_by))})")
-    notes = path.parent / "results_notes.md"
+    notes = path.with_name(f"{path.stem}_notes.md")
     if notes.is_file():  # the analysis, written by hand beside the figures it discusses
         out += ["", notes.read_text().strip()]
     write_text(path, "\n".join(out) + "\n")

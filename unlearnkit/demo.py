@@ -77,6 +77,13 @@ def run_demo(out: str = "runs/demo", configs: str = "configs", quick: bool = Fal
     untrained = cli(["validate", "--config", str(configs / "experiment/pretrain_synthetic.yaml"),
                      "--run_dir", str(out / "untrained"), *common])
     rho = quality_correlation(out / "pretrain", data)
+    foundation = "\n".join([
+        f"untrained backbone  retain R@1 {untrained.get('retain/R@1', float('nan')):.3f}"
+        f"  mAP {untrained.get('retain/mAP', float('nan')):.3f}",
+        f"pretrained θ0       retain R@1 {pretrain.get('retain/R@1', float('nan')):.3f}"
+        f"  mAP {pretrain.get('retain/mAP', float('nan')):.3f}",
+        f"quality score vs true degradation: Spearman {rho:.3f}"])
+    print(f"\n== θ0 ready after {(time.perf_counter() - started) / 60:.1f} min ==\n{foundation}\n", flush=True)
 
     runs = []
     for protocol, extra in (("identity", []), ("sample", SAMPLE_PROTOCOL)):
@@ -101,11 +108,7 @@ def run_demo(out: str = "runs/demo", configs: str = "configs", quick: bool = Fal
     report = write_report([out / "pretrain", *runs], out / "report")
     minutes = (time.perf_counter() - started) / 60
     print("\n== unlearnkit demo ==")
-    print(f"untrained backbone  retain R@1 {untrained.get('retain/R@1', float('nan')):.3f}"
-          f"  mAP {untrained.get('retain/mAP', float('nan')):.3f}")
-    print(f"pretrained θ0       retain R@1 {pretrain.get('retain/R@1', float('nan')):.3f}"
-          f"  mAP {pretrain.get('retain/mAP', float('nan')):.3f}")
-    print(f"quality score vs true degradation: Spearman {rho:.3f}")
+    print(foundation)
     print(Path(report).read_text() if Path(report).is_file() else report)
     print(f"demo finished in {minutes:.1f} min; runs under {out}")
     return out
