@@ -9,7 +9,8 @@ with ``unlearnkit report``; write ``docs/results.md`` (mean ± std over seeds, c
 relative to retraining) and print one line per claim: ``claim <name> holds|fails <figures>``.
 
 Every run goes through the same CLI and configs a user runs. ``--quick``: one seed, the synthetic set,
-fewer epochs and two settings per method (a smoke test of the whole pipeline, not a result).
+8 pretraining and 2 unlearning epochs, every method at its defaults (budget 1: no tuning runs); a smoke test
+of the whole pipeline, not a result.
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ class Study:
     def tune(self, base: Path, protocol: str, methods: list[str], common: list[str]) -> dict:
         """Each method's best of its ``budget`` settings by UES on the validation forget draw."""
         a = self.args
+        if a.budget == 1:  # nothing to choose between: no tuning runs
+            return {method: settings(method, 1)[0] for method in methods}
         # evaluated once, at the end: only the final UES is compared
         trainer = self.trainer_config(None, a.epochs, base / f"trainer-tune-{protocol}.yaml",
                                       check_val_every_n_epoch=a.epochs)
@@ -287,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    parser.add_argument("--budget", type=int, default=None, help="settings per method (default 4; quick 2)")
+    parser.add_argument("--budget", type=int, default=None, help="settings per method (default 4; quick 1)")
     parser.add_argument("--epochs", type=int, default=None, help="unlearning epochs (default 5; quick 2)")
     parser.add_argument("--pretrain_epochs", type=int, default=None)
     parser.add_argument("--tune_seeds", type=int, default=1,
@@ -299,8 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.datasets = args.seeds[:1], ["synthetic"]
-    args.budget = args.budget or (2 if args.quick else 4)
+    args.budget = args.budget or (1 if args.quick else 4)
     args.epochs = args.epochs or (2 if args.quick else 5)
+    args.pretrain_epochs = args.pretrain_epochs or (8 if args.quick else None)
     started = time.perf_counter()
     study = Study(args)
     all_results = {}

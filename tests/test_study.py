@@ -19,7 +19,7 @@ def test_study_quick_writes_claims_and_results(tmp_path):
             "data.image_size=32", "model.image_size=32", "model.embedding_size=32", "data.forget=3", "data.heldout_per_identity=2", "data.pk_identities=3",
             "data.eval_batch_size=128", "trainer.limit_train_batches=2"]
     results = tmp_path / "results.md"
-    cmd = [sys.executable, str(ROOT / "benchmarks/study.py"), "--quick", "--budget", "1", "--epochs", "1",
+    cmd = [sys.executable, str(ROOT / "benchmarks/study.py"), "--quick", "--budget", "2", "--epochs", "1",
            "--pretrain_epochs", "1", "--out", str(tmp_path / "study"), "--results", str(results)]
     cmd += [x for item in tiny for x in ("--set", item)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=1500)
