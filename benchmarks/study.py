@@ -101,9 +101,8 @@ class Study:
         for method in methods:
             scored = []
             for k, setting in enumerate(settings(method, a.budget)):
-                overrides = [x for key, v in setting.items() for x in (f"--model.{key}", str(v))]
                 metrics = self.cli(base / "tune" / f"{protocol}-{method}-{k}",
-                                   [*common(method, trainer), "--data.forget_seed", "1", *overrides])
+                                   [*common(method, trainer), "--data.forget_seed", "1", *options(setting)])
                 scored.append((metrics.get("UES", float("-inf")), k, setting))
             chosen[method] = max(scored, key=lambda t: (t[0], -t[1]))[2]
         return chosen
@@ -140,16 +139,11 @@ class Study:
             trainer = self.trainer_config(oracle_dir / "checkpoints" / "last.ckpt", a.epochs,
                                           base / f"trainer-{protocol}.yaml")
             for method in methods:
-                overrides = [x for key, v in settings_here[method].items() for x in (f"--model.{key}", str(v))]
                 run = base / f"{protocol}-{method}"
-                self.cli(run, [*common(method, trainer), *manifest, *overrides])
+                self.cli(run, [*common(method, trainer), *manifest, *options(settings_here[method])])
                 results["runs"][(protocol, method)] = run
             results["runs"][(protocol, "Retrain")] = oracle_dir
         return results
-
-
-def load(run: Path) -> dict:
-    return json.loads((run / "metrics.json").read_text())["metrics"]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -159,9 +153,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def options(setting: dict) -> list[str]:
+    """A setting as CLI overrides: ``{"lr": 0.01}`` → ``["--model.lr", "0.01"]``."""
+    return [x for key, value in setting.items() for x in (f"--model.{key}", str(value))]
+
+
 def summarise(all_results: dict[str, list[dict]]) -> tuple[dict, list[str]]:
     """Per data set, protocol and method: mean ± std of each metric over seeds (the original θ0's values
     from the ``original/`` keys every unlearning run records; cost relative to the same seed's oracle)."""
+    from unlearnkit.report import cost_vs_retrain, load_run
+
     keys = ["forget/mAP", "forget/R@1", "forget/CS", "retain/mAP", "retain/R@1", "retain/CS", "UES",
             "mia/membership_recall", "mia/attack_acc", "cost/wall_seconds", "cost ×retrain"]
     table = {}
@@ -169,10 +170,9 @@ def summarise(all_results: dict[str, list[dict]]) -> tuple[dict, list[str]]:
         for (protocol, method) in seeds[0]["runs"]:
             rows = []
             for r in seeds:
-                row = load(r["runs"][(protocol, method)])
-                oracle = load(r["runs"][(protocol, "Retrain")])
-                row["cost ×retrain"] = row.get("cost/wall_seconds", float("nan")) / oracle["cost/wall_seconds"]
-                rows.append(row)
+                run, oracle = load_run(r["runs"][(protocol, method)]), load_run(r["runs"][(protocol, "Retrain")])
+                ratio = cost_vs_retrain(run, oracle).get("cost_vs_retrain/wall_seconds", math.nan)
+                rows.append({**run.metrics, "cost ×retrain": ratio})
             verify = sorted({k for row in rows for k in row if k.startswith("verify/") and k.endswith("/acc")})
             table[(dataset, protocol, method)] = {
                 k: mean_std([row.get(k, float("nan")) for row in rows]) for k in keys + verify}
@@ -219,34 +219,13 @@ def claims(table: dict, dataset: str) -> list[str]:
     return lines
 
 
-def tradeoff_plot(path: Path, rows: list[tuple[str, dict]], title: str) -> Path:
-    """Forget mAP vs retain mAP, mean ± std over seeds, one point per method (original and oracle marked)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for method, v in rows:
-        (fx, fs), (ry, rs) = v["forget/mAP"], v["retain/mAP"]
-        marker = {"Original": "*", "Retrain": "s"}.get(method, "o")
-        ax.errorbar(fx, ry, xerr=fs, yerr=rs, fmt=marker, markersize=10 if marker != "o" else 6, capsize=3)
-        ax.annotate(method, (fx, ry), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set(xlabel="forget mAP (lower: more forgotten)", ylabel="retain mAP (higher: more kept)", title=title)
-    ax.grid(alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def cell(mean: float, std: float) -> str:
     return "–" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
 
 
 def write_results(path: Path, table: dict, keys: list[str], all_results: dict, claim_lines: list[str],
                   minutes: float, args) -> None:
+    from unlearnkit.callbacks.plots import save_tradeoff
     from unlearnkit.utils.io import write_text
 
     out = ["# Results", "", f"Produced by `python benchmarks/study.py {' '.join(sys.argv[1:])}`: its runs took "
@@ -256,15 +235,20 @@ def write_results(path: Path, table: dict, keys: list[str], all_results: dict, c
            f"{args.tune_seeds} seed(s) and used for every seed.", "", "## Claims", "",
            *[f"- `{line}`" for line in claim_lines], ""]
     for dataset in all_results:
+        kind = {"Original": "original", "Retrain": "oracle"}
+        plot = save_tradeoff([{"panel": p, "label": m, "kind": kind.get(m, "method"), "forget": v["forget/mAP"][0],
+                               "retain": v["retain/mAP"][0], "forget_std": v["forget/mAP"][1],
+                               "retain_std": v["retain/mAP"][1]}
+                              for (d, p, m), v in table.items() if d == dataset],
+                             path.parent / "results" / f"{dataset}.png")
+        out += [f"![{dataset}: forget mAP vs retain mAP, one panel per protocol](results/{plot.name})", ""]
         for protocol in ("identity", "sample", "quality"):
             rows = [(m, v) for (d, p, m), v in table.items() if d == dataset and p == protocol]
             if not rows:
                 continue
             extra = sorted({k for _, v in rows for k in v if k.startswith("verify/")})
             cols = keys + extra
-            plot = tradeoff_plot(path.parent / "results" / f"{dataset}-{protocol}.png", rows, f"{dataset}, {protocol}")
             out += [f"## {dataset}, {protocol} protocol (mean ± std over seeds)", "",
-                    f"![forget mAP vs retain mAP](results/{plot.name})", "",
                     "| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
             for method, values in sorted(rows):
                 cells = [cell(*values.get(k, (math.nan, math.nan))) for k in cols]

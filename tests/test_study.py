@@ -29,4 +29,4 @@ def test_study_quick_writes_claims_and_results(tmp_path):
     assert all(line.split()[2] in ("holds", "fails") for line in lines)
     text = results.read_text()
     assert "## Claims" in text and "identity protocol" in text and "Chosen settings" in text
-    assert (tmp_path / "results" / "synthetic-identity.png").stat().st_size > 0
+    assert (tmp_path / "results" / "synthetic.png").stat().st_size > 0

@@ -97,7 +97,8 @@ def save_cs_histograms(evs: dict, protocol: str, path: str | Path):
 
 
 def save_tradeoff(points: list[dict], path: str | Path):
-    """Forget mAP (x) vs retain mAP (y), one panel per protocol; ``points``: {panel, label, kind, forget, retain}.
+    """Forget mAP (x) vs retain mAP (y), one panel per protocol; ``points``: {panel, label, kind, forget, retain}
+    and, for means over seeds, optional ``forget_std`` / ``retain_std`` drawn as error bars.
 
     ``kind`` is ``method``, ``original`` or ``oracle``; the ideal corner is top-left (forgotten, retained).
     """
@@ -111,6 +112,10 @@ def save_tradeoff(points: list[dict], path: str | Path):
             if not mine:
                 continue
             ax.scatter([p["forget"] for p in mine], [p["retain"] for p in mine], label=kind, **style[kind])
+            if any("forget_std" in p for p in mine):
+                ax.errorbar([p["forget"] for p in mine], [p["retain"] for p in mine], fmt="none", capsize=3,
+                            ecolor=style[kind]["c"], xerr=[p.get("forget_std", 0) for p in mine],
+                            yerr=[p.get("retain_std", 0) for p in mine])
             for p in mine:
                 ax.annotate(p["label"], (p["forget"], p["retain"]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
