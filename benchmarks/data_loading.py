@@ -1,9 +1,11 @@
 """How much the data readers add on top of JPEG decoding, which is the cost that cannot be avoided.
 
 Writes N small JPEGs once as an image folder and once as insightface RecordIO (the same bytes), then
-measures images/s through a torch DataLoader (decode to RGB, to tensor, batch 64) for each reader with 0
-and 2 workers, and a bare decode loop over the same bytes. ``ratio_to_decode`` compares each reader at 0
-workers (the same single-process work) with the bare loop; the target is at most 1.3.
+measures images/s of each reader through the loader every run uses (``FaceDataset`` + ``face_loader``:
+read, decode, insightface normalisation, batches of 64) with 0 and 2 workers, and of a bare loop that
+decodes the same bytes and normalises each image with the same ``FaceTransform``. ``ratio_to_decode``
+compares each reader at 0 workers (the same single-process work) with the bare loop; the target is at
+most 1.3.
 
     .venv/bin/python benchmarks/data_loading.py [--images 2000] [--size 112] [--repeats 5]
 """
@@ -17,33 +19,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms.functional import pil_to_tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers_formats import jpeg_bytes, write_recordio  # noqa: E402
 
+from unlearnkit.data.datamodule import FaceDataset, face_loader  # noqa: E402
 from unlearnkit.data.formats import RecordIOSource  # noqa: E402
-from unlearnkit.data.sources import FaceSource, ImageFolderSource  # noqa: E402
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    return pil_to_tensor(image).float().div_(255)
-
-
-class Decoded(Dataset):
-    """A source's images as tensors, the work a training loader does before augmentation."""
-
-    def __init__(self, source: FaceSource) -> None:
-        self.source = source
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return to_tensor(self.source.load(i))
+from unlearnkit.data.sources import ImageFolderSource  # noqa: E402
+from unlearnkit.data.transforms import FaceTransform  # noqa: E402
 
 
 def write_data(root: Path, count: int, size: int, identities: int = 50) -> None:
@@ -87,23 +73,21 @@ def main() -> None:
         readers = {"recordio": RecordIOSource(root / "rec"), "folder": ImageFolderSource(root / "folder")}
         encoded = [readers["folder"].read_bytes(i) for i in range(len(readers["folder"]))]
 
+        transform = FaceTransform(args.size)
+
         def decode_loop() -> None:
             for data in encoded:
-                to_tensor(Image.open(io.BytesIO(data)).convert("RGB"))
+                transform(Image.open(io.BytesIO(data)).convert("RGB"))
 
-        def through(loader: DataLoader):
-            return lambda: [batch.shape for batch in loader]
+        def through(loader):
+            return lambda: [batch["image"].shape for batch in loader]
 
         runs = {("decode", 0): decode_loop}
         for name, source in readers.items():
             for workers in (0, 2):
                 # persistent workers, as in training: the best pass then excludes the workers' start
-                loader = DataLoader(
-                    Decoded(source),
-                    batch_size=args.batch_size,
-                    num_workers=workers,
-                    persistent_workers=workers > 0,
-                )
+                dataset = FaceDataset(source, np.arange(len(source)), np.zeros(len(source), np.int64), transform)
+                loader = face_loader(dataset, range(len(source)), args.batch_size, workers)
                 runs[name, workers] = through(loader)
         rates = best_rates(runs, len(encoded), args.repeats)
         for (name, workers), rate in rates.items():

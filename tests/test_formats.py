@@ -131,6 +131,32 @@ def test_recordio_under_two_dataloader_workers(tmp_path, rec_images):
     assert seen == {i: data for i, (_, data) in enumerate(rec_images)}
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batches_equal_the_transform_of_each_image(tmp_path, rec_images, workers):
+    """``FaceDataset.__getitems__`` decodes a batch straight into one tensor (in shared memory inside
+    workers): every slot must be exactly the per-image transform, the sampler's flips honoured."""
+    from unlearnkit.data.datamodule import FaceDataset, face_loader
+    from unlearnkit.data.robust import ResumableSampler
+    from unlearnkit.data.samplers import ShuffleSampler
+    from unlearnkit.data.transforms import FaceTransform
+
+    write_recordio(tmp_path, rec_images)
+    source, transform = RecordIOSource(tmp_path), FaceTransform(40)
+    labels = np.array([label for label, _ in rec_images])
+    dataset = FaceDataset(source, np.arange(len(source)), labels, transform, random_flip=True)
+    sampler = ResumableSampler(ShuffleSampler(np.arange(len(source)), seed=3), seed=3)
+    order = list(sampler)
+    batches = list(face_loader(dataset, sampler, batch_size=4, num_workers=workers))
+    assert [len(b["index"]) for b in batches] == [4, 4, 1]
+    images = torch.cat([b["image"] for b in batches])
+    assert torch.cat([b["index"] for b in batches]).tolist() == [i for i, _ in order]
+    assert torch.cat([b["label"] for b in batches]).tolist() == [int(labels[i]) for i, _ in order]
+    assert any(flip for _, flip in order) and not all(flip for _, flip in order)
+    for image, (i, flip) in zip(images, order, strict=True):
+        assert torch.equal(image, transform(source.load(i), flip=flip))
+    assert not torch.equal(transform(source.load(0), flip=True), transform(source.load(0)))
+
+
 def test_recordio_truncated_record(tmp_path, rec_images):
     write_recordio(tmp_path, rec_images, header=False)
     rec = tmp_path / "train.rec"

@@ -8,6 +8,7 @@ loader per verification pair set. Every batch carries ``index``, the sample's po
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -31,7 +32,11 @@ GROUP_ID = {name: code for code, name in EVAL_GROUPS.items()}
 
 
 class FaceDataset(Dataset):
-    """Samples ``indices`` of a source as dicts ``{image, label, index[, group]}``."""
+    """Samples ``indices`` of a source as batches ``{image, label, index[, group]}``.
+
+    The DataLoader hands ``__getitems__`` a whole batch of positions, which decodes every image straight into
+    one preallocated batch tensor (``FaceTransform.batch``); loaders pass the batch on as is (``as_batch``).
+    """
 
     def __init__(self, source: FaceSource, indices, labels: np.ndarray, transform: FaceTransform,
                  groups=None, random_flip: bool = False, bad_images: BadImages | None = None) -> None:
@@ -42,25 +47,32 @@ class FaceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int | tuple[int, bool]) -> dict:
-        if isinstance(i, tuple):  # (i, flip) from a ResumableSampler: the flip is decided there
-            i, flip = i[0], self.random_flip and i[1]
-        else:
-            flip = self.random_flip and bool(torch.rand(()) < 0.5)
-        index = int(self.indices[i])
-        image = self.bad_images.load(self.source, index) if self.bad_images else self.source.load(index)
-        item = {
-            "image": self.transform(image, flip=flip),
-            "label": int(self.labels[index]),
-            "index": index,
+    def __getitems__(self, items: list[int | tuple[int, bool]]) -> dict:
+        positions, flips = [], []
+        for item in items:
+            if isinstance(item, tuple):  # (i, flip) from a ResumableSampler: the flip is decided there
+                positions.append(item[0])
+                flips.append(self.random_flip and item[1])
+            else:
+                positions.append(item)
+                flips.append(self.random_flip and bool(torch.rand(()) < 0.5))
+        index = self.indices[positions]
+        load = functools.partial(self.bad_images.load, self.source) if self.bad_images else self.source.load
+        batch = {
+            "image": self.transform.batch([load(int(i)) for i in index], flips),
+            "label": torch.as_tensor(self.labels[index], dtype=torch.int64),
+            "index": torch.as_tensor(index, dtype=torch.int64),
         }
         if self.groups is not None:
-            item["group"] = int(self.groups[i])
-        return item
+            batch["group"] = torch.as_tensor(self.groups[positions], dtype=torch.int64)
+        return batch
+
+    def __getitem__(self, i: int | tuple[int, bool]) -> dict:
+        return {key: value[0] for key, value in self.__getitems__([i]).items()}
 
 
 class PairImages(Dataset):
-    """The unique images of a pair set (positions ``indices``), as ``{image, index}``."""
+    """The unique images of a pair set (positions ``indices``), as batches ``{image, index}``."""
 
     def __init__(self, pair_set: PairSet, transform: FaceTransform, indices) -> None:
         self.pair_set, self.transform, self.indices = pair_set, transform, np.asarray(indices)
@@ -68,9 +80,26 @@ class PairImages(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def __getitems__(self, positions: list[int]) -> dict:
+        index = self.indices[positions]
+        return {"image": self.transform.batch([self.pair_set.load(int(k)) for k in index]),
+                "index": torch.as_tensor(index, dtype=torch.int64)}
+
     def __getitem__(self, i: int) -> dict:
-        k = int(self.indices[i])
-        return {"image": self.transform(self.pair_set.load(k)), "index": k}
+        return {key: value[0] for key, value in self.__getitems__([i]).items()}
+
+
+def as_batch(batch: dict) -> dict:
+    """The collate function of loaders over ``FaceDataset`` / ``PairImages``: their batches come whole."""
+    return batch
+
+
+def face_loader(dataset: Dataset, sampler, batch_size: int, num_workers: int = 0,
+                resumable: bool = False) -> DataLoader:
+    """A loader over ``FaceDataset`` / ``PairImages`` as every run builds it (the benchmark too)."""
+    loader = ResumableLoader if resumable else DataLoader  # training: resumes mid-epoch from a checkpoint
+    return loader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=as_batch,
+                  num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=False)
 
 
 class SourceImages:
@@ -320,10 +349,7 @@ class FaceDataModule(L.LightningDataModule):
         return indices
 
     def _loader(self, dataset: Dataset, sampler, batch_size: int, resumable: bool = False) -> DataLoader:
-        workers = self.hparams.num_workers
-        loader = ResumableLoader if resumable else DataLoader  # training: resumes mid-epoch from a checkpoint
-        return loader(dataset, batch_size=batch_size, sampler=sampler,
-                      num_workers=workers, persistent_workers=workers > 0, pin_memory=False)
+        return face_loader(dataset, sampler, batch_size, self.hparams.num_workers, resumable)
 
     def bad_image_count(self) -> int:
         """Unreadable images skipped so far (``on_bad_image: skip``), over all ranks."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -28,7 +29,8 @@ class FaceTransform:
         self.image_size, self.crop, self.mean, self.std, self.hflip = image_size, crop, mean, std, hflip
         self._warned = not warn_resize
 
-    def __call__(self, image: Image.Image, flip: bool = False) -> torch.Tensor:
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        """The centre-cropped, resized image as an ``H×W×3`` uint8 array."""
         if self.crop < 1:
             w, h = image.size
             cw, ch = round(w * self.crop), round(h * self.crop)
@@ -44,12 +46,37 @@ class FaceTransform:
                 warnings.warn(
                     f"images are {image.size[0]}×{image.size[1]}, resizing to {self.image_size}×{self.image_size}"
                     " (set data.crop to centre-crop first)",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
                 self._warned = True
             image = image.resize((self.image_size, self.image_size), Image.BILINEAR)
-        array = np.asarray(image, dtype=np.float32)
-        if flip:
-            array = array[:, ::-1]
-        tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
-        return (tensor / 255.0 - self.mean) / self.std
+        return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+
+    def write(self, image: Image.Image, out: np.ndarray, flip: bool = False) -> None:
+        """Normalise ``image`` into ``out`` (a ``3×H×W`` float32 view, e.g. one slot of a batch)."""
+        pixels = self.pixels(image)
+        np.copyto(out, (pixels[:, ::-1] if flip else pixels).transpose(2, 0, 1))
+        out /= 255.0
+        out -= self.mean
+        out /= self.std
+
+    def batch(self, images: list[Image.Image], flips: list[bool] | None = None) -> torch.Tensor:
+        """``N×3×H×W`` float batch, each image normalised straight into its slot: no per-image tensors to
+        stack (the stack copy costs as much as the normalisation). Inside a DataLoader worker the batch is
+        allocated in shared memory, as ``default_collate`` does, so handing it to the main process copies
+        nothing."""
+        shape = (len(images), 3, self.image_size, self.image_size)
+        if torch.utils.data.get_worker_info() is not None:
+            storage = torch.empty(0)._typed_storage()._new_shared(math.prod(shape))
+            out = torch.empty(0).new(storage).view(shape)
+        else:
+            out = torch.empty(shape)
+        slots = out.numpy()
+        for k, image in enumerate(images):
+            self.write(image, slots[k], flip=bool(flips[k]) if flips is not None else False)
+        return out
+
+    def __call__(self, image: Image.Image, flip: bool = False) -> torch.Tensor:
+        out = torch.empty(3, self.image_size, self.image_size)
+        self.write(image, out.numpy(), flip)
+        return out
