@@ -132,15 +132,19 @@ def test_boundary_shrink_fgsm_finds_another_class(faces, original):
     assert (target != batch["label"]).float().mean() > 0.6
 
 
-@pytest.mark.xfail(strict=True, reason="measured: forget mAP 0.92 → 0.84 (−9 %) but retain mAP 0.95 → 0.86 "
-                   "(−10 %) at lr 1e-3; CURE's forgetting does not yet outpace its retain loss at this scale")
+@pytest.mark.xfail(strict=True, reason="at no setting of SPEC's CURE options tried does retain mAP stay within "
+                   "3 points while forget mAP falls by 5 %: the retain drop is 0.7-1.6x the forget drop (one-seed "
+                   "grid over lr, K, T, the lambdas and epochs in docs/results_notes.md)")
 def test_cure_lowers_forget_map_keeps_retain(faces, original):
-    """Sample protocol: forget mAP falls by ≥ 5 % of θ0's, and by a larger share than retain mAP does."""
+    """Sample protocol (issue 4): forget mAP falls by ≥ 5 % of θ0's while retain mAP stays within 3 points.
+
+    Measured in one process on this set at CURE's lr 1e-3, 4 epochs: forget 0.911 → 0.688, retain 0.945 →
+    0.774; the CI's single-threaded run gave 0.92 → 0.84 and 0.95 → 0.86. Both fail the retain bound.
+    """
     from unlearnkit.methods.cure import Cure
 
     dm = datamodule(faces, protocol="sample", forget=0.15)
     dm.setup()
-    indices, groups = dm.eval_groups()
 
     def maps(backbone):
         z, y = embeddings(backbone, dm, "forget_train")
@@ -153,10 +157,8 @@ def test_cure_lowers_forget_map_keeps_retain(faces, original):
 
     f0, r0 = maps(original_backbone(Cure, original, dm))
     f1, r1 = maps(unlearn(Cure, original, dm, epochs=4, lr=1e-3).backbone)
-    assert f1 < 0.95 * f0, (f0, f1)  # measured: 0.92 → 0.84 with one thread, 0.93 → ≤ 0.74 with two
-    # measured here: retain mAP also falls (0.83 → 0.63 at this lr), so the test asserts the trade-off that
-    # holds — forgetting outpaces the retain loss — not the SPEC's "within a few points" (see README)
-    assert (r0 - r1) / r0 < (f0 - f1) / f0, (r0, r1, f0, f1)
+    assert f1 < 0.95 * f0, (f0, f1)
+    assert r0 - r1 <= 0.03, (r0, r1, f0, f1)
 
 
 def test_quality_score_rank_correlates_with_true_degradation(faces, original):
