@@ -96,10 +96,11 @@ def as_batch(batch: dict) -> dict:
 
 def face_loader(dataset: Dataset, sampler, batch_size: int, num_workers: int = 0,
                 resumable: bool = False) -> DataLoader:
-    """A loader over ``FaceDataset`` / ``PairImages`` as every run builds it (the benchmark too)."""
+    """A loader over ``FaceDataset`` / ``PairImages`` as every run builds it (the benchmark too); batches are
+    pinned where a GPU exists, so their copy to it can overlap compute."""
     loader = ResumableLoader if resumable else DataLoader  # training: resumes mid-epoch from a checkpoint
     return loader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=as_batch,
-                  num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=False)
+                  num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available())
 
 
 class SourceImages:
