@@ -265,3 +265,22 @@ def test_pretraining_validate_has_no_reference_metrics(tiny_faces, original_ckpt
         assert set(next(csv.DictReader(handle))) == {"identity", "label", "images", "R@1_after", "AP_after",
                                                      "CS_after"}
     assert not (tmp_path / "projection.png").exists()
+
+
+def test_each_cli_run_in_one_process_gets_its_own_wandb_run(tiny_faces, tmp_path):
+    """The demo and the study run many CLI commands in one process: each must end its W&B run, or the next
+    run's WandbLogger silently logs into it."""
+    import wandb
+
+    from unlearnkit.cli.main import main
+
+    args = ["fit", "--model", "Pretrain", "--model.backbone", "timm_resnet10t", "--model.embedding_size", "32",
+            "--model.image_size", "32", "--data", "FaceDataModule", "--data.root", str(tiny_faces),
+            "--data.image_size", "32", "--data.batch_size", "16", "--data.forget", "3",
+            "--trainer.accelerator", "cpu", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--wandb", "true"]
+    for name in ("first", "second"):
+        assert main([*args, "--run_dir", str(tmp_path / name)]) == 0
+        assert wandb.run is None
+    for name in ("first", "second"):
+        assert len(list((tmp_path / name / "wandb").glob("offline-run-*"))) == 1, name

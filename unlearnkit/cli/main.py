@@ -80,11 +80,24 @@ def _user_error(err: BaseException) -> UnlearnkitError | None:
 class UnlearnCLI(LightningCLI):
     def __init__(self, *args, **kwargs) -> None:
         self.run_lock: RunLock | None = None
+        failed = True
         try:
             super().__init__(*args, **kwargs)  # parses, builds and (run=True) runs the subcommand
+            failed = False
         finally:
+            self._finish_wandb(failed)
             if self.run_lock is not None:
                 self.run_lock.release()
+
+    def _finish_wandb(self, failed: bool) -> None:
+        """End the W&B run this CLI started (marked failed if the command raised): a later run in the same
+        process (the demo, the study, a notebook) then gets its own W&B run instead of logging into this one."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        trainer = getattr(self, "trainer", None)
+        for logger in trainer.loggers if trainer is not None else []:
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:  # started on this rank
+                logger.experiment.finish(exit_code=1 if failed else 0)
 
     def instantiate_classes(self) -> None:
         try:
