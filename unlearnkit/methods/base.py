@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,6 +25,9 @@ from unlearnkit.errors import CheckpointError, ConfigError
 from unlearnkit.heads import CentroidHead, create_head
 from unlearnkit.registry import Registry
 from unlearnkit.utils.safe_pickle import weights_only_refusal
+
+# an unlearning run's frozen teacher (and θ0's BatchNorm layers, freeze_bn) are in eval mode by design
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 METHODS: Registry[type[FaceModule]] = Registry("method")
 ARCH_KEYS = ("backbone", "embedding_size", "image_size", "head", "scale", "margin", "num_classes")
