@@ -34,6 +34,16 @@ def tiny_datamodule(root, **overrides):
     return FaceDataModule(**kwargs)
 
 
+def pretrain_cli_args(root, run_dir, *extra) -> list[str]:
+    """A tiny ``unlearnkit fit`` pretraining command on ``root`` (no evaluation), for in-process CLI tests."""
+    return ["fit", "--model", "Pretrain", "--model.backbone", "timm_resnet10t", "--model.embedding_size", "32",
+            "--model.image_size", "32", "--model.scale", "16", "--data", "FaceDataModule",
+            "--data.root", str(root), "--data.image_size", "32", "--data.batch_size", "16",
+            "--data.forget", "3", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--trainer.limit_val_batches", "0", "--run_dir", str(run_dir), *extra]
+
+
 def quiet_trainer(**overrides):
     import lightning as L
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ARCH, quiet_trainer, tiny_datamodule
+from conftest import ARCH, pretrain_cli_args, quiet_trainer, tiny_datamodule
 
 from unlearnkit.callbacks import evaluation as E
 from unlearnkit.callbacks.evaluation import EvalEmbeddings, FaceEvaluation, membership_metrics, ues_metrics
@@ -274,13 +274,9 @@ def test_each_cli_run_in_one_process_gets_its_own_wandb_run(tiny_faces, tmp_path
 
     from unlearnkit.cli.main import main
 
-    args = ["fit", "--model", "Pretrain", "--model.backbone", "timm_resnet10t", "--model.embedding_size", "32",
-            "--model.image_size", "32", "--data", "FaceDataModule", "--data.root", str(tiny_faces),
-            "--data.image_size", "32", "--data.batch_size", "16", "--data.forget", "3",
-            "--trainer.accelerator", "cpu", "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--wandb", "true"]
     for name in ("first", "second"):
-        assert main([*args, "--run_dir", str(tmp_path / name)]) == 0
+        args = pretrain_cli_args(tiny_faces, tmp_path / name, "--trainer.max_steps", "1", "--wandb", "true")
+        assert main(args) == 0
         assert wandb.run is None
     for name in ("first", "second"):
         assert len(list((tmp_path / name / "wandb").glob("offline-run-*"))) == 1, name

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import pretrain_cli_args
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM = ROOT / "scripts" / "slurm"
@@ -104,15 +105,6 @@ SLURM_TASK = dict(SLURM_NTASKS="1", SLURM_NTASKS_PER_NODE="1", SLURM_JOB_NAME="u
                   SLURM_LOCALID="0", SLURM_NODEID="0", SLURM_NODELIST="node001", SLURM_JOB_NUM_NODES="1")
 
 
-def cli_args(tiny_faces, run_dir, *extra) -> list[str]:
-    return ["fit", "--model", "Pretrain", "--model.backbone", "timm_resnet10t", "--model.embedding_size", "32",
-            "--model.image_size", "32", "--model.scale", "16", "--data", "FaceDataModule",
-            "--data.root", str(tiny_faces), "--data.image_size", "32", "--data.batch_size", "16",
-            "--data.forget", "3", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-            "--trainer.limit_val_batches", "0", "--run_dir", str(run_dir), *extra]
-
-
 @pytest.fixture
 def in_slurm_job(tmp_path, monkeypatch):
     """This process as task 0 of SLURM job 4242, with the W&B id scripts/slurm/env.sh derives."""
@@ -137,7 +129,7 @@ def test_trainer_uses_slurm_environment_and_job_wandb_id(in_slurm_job, tiny_face
         monkeypatch.setenv(key, value)
     built = []
     monkeypatch.setattr(pl.Trainer, "fit", lambda self, *args, **kwargs: built.append(self))
-    assert main(cli_args(tiny_faces, tmp_path / "run", "--wandb", "true", "--trainer", "configs/trainer/ddp.yaml",
+    assert main(pretrain_cli_args(tiny_faces, tmp_path / "run", "--wandb", "true", "--trainer", "configs/trainer/ddp.yaml",
                          "--trainer.accelerator", "cpu", "--trainer.devices", "2",
                          "--trainer.precision", "32-true")) == 0
     trainer = built[0]
@@ -174,7 +166,7 @@ def test_sigusr1_saves_checkpoint_requeues_and_run_resumes(in_slurm_job, tiny_fa
     monkeypatch.setattr(Pretrain, "on_train_start", on_train_start)
     monkeypatch.setattr(Pretrain, "on_train_batch_end", on_train_batch_end)
     run_dir = tmp_path / "run"
-    assert main(cli_args(tiny_faces, run_dir, "--wandb", "false", "--trainer.max_steps", "2")) == 0
+    assert main(pretrain_cli_args(tiny_faces, run_dir, "--wandb", "false", "--trainer.max_steps", "2")) == 0
     assert seen["handler"] not in (signal.SIG_DFL, signal.SIG_IGN, None), "no SIGUSR1 handler during fit"
     assert (run_dir / "hpc_ckpt_1.ckpt").is_file()
     assert log.read_text().split() == ["requeue", JOB_ID]
@@ -185,6 +177,6 @@ def test_sigusr1_saves_checkpoint_requeues_and_run_resumes(in_slurm_job, tiny_fa
 
     saved_step = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
     assert saved_step >= 1
-    assert main(cli_args(tiny_faces, run_dir, "--wandb", "false", "--trainer.max_steps", "3",
+    assert main(pretrain_cli_args(tiny_faces, run_dir, "--wandb", "false", "--trainer.max_steps", "3",
                          "--ckpt_path", ckpt)) == 0
     assert seen["start_steps"] == [0, saved_step]
