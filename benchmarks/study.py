@@ -67,12 +67,10 @@ class Study:
         self.common += [token for item in args.set for token in ("--" + item.split("=", 1)[0], item.split("=", 1)[1])]
 
     def cli(self, run_dir: Path, args: list[str]) -> dict:
-        """One run (skipped when finished, resumed when stopped); the wall time of runs actually made adds up
-        in ``run_seconds``."""
+        """One run (``demo.cli``: skipped when finished, resumed when stopped); the wall time of runs actually
+        made adds up in ``run_seconds``."""
         started, done = time.perf_counter(), (run_dir / "metrics.json").exists()
-        last = run_dir / "checkpoints" / "last.ckpt"
-        resume = ["--ckpt_path", str(last)] if not done and last.is_file() else []
-        metrics = cli([*args, "--run_dir", str(run_dir), *self.common, *resume])
+        metrics = cli([*args, "--run_dir", str(run_dir), *self.common])
         if not done:
             self.add_run_seconds(time.perf_counter() - started)
         return metrics

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ARCH
+from conftest import ARCH, pretrain_cli_args
 
 from unlearnkit.callbacks.checkpoint import AtomicCheckpointIO
 from unlearnkit.cli.main import main
@@ -127,6 +127,24 @@ def test_same_seed_same_metrics_in_process(tiny_faces, original_ckpt, tmp_path, 
 class _Unpicklable:
     def __reduce__(self):
         raise RuntimeError("disk full")  # a save that dies half-way
+
+
+def test_demo_and_study_runs_resume_a_stopped_run(tiny_faces, tmp_path):
+    """``demo.cli`` (the demo's and the study's runner) picks a stopped run up from its last checkpoint, where
+    the plain CLI refuses a directory holding one; a finished run is not run again."""
+    from unlearnkit.demo import cli
+
+    run_dir = tmp_path / "run"
+    args = pretrain_cli_args(tiny_faces, run_dir, "--wandb", "false")
+    assert main([*args, "--trainer.max_epochs", "1"]) == 0
+    (run_dir / "metrics.json").unlink()  # as if stopped after its last checkpoint
+    assert main([*args, "--trainer.max_epochs", "2"]) == 2  # refused: it holds an unfinished run
+    cli([*args, "--trainer.max_epochs", "2"])
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["epoch"] == 1 and state["global_step"] == 2 * STEPS_PER_EPOCH  # epoch 0 kept, epoch 1 added
+    finished = (run_dir / "metrics.json").stat().st_mtime_ns
+    cli([*args, "--trainer.max_epochs", "2"])
+    assert (run_dir / "metrics.json").stat().st_mtime_ns == finished
 
 
 def test_checkpoint_save_is_atomic_and_load_weights_only(tmp_path):

@@ -24,12 +24,14 @@ DEMO_OPTIONS = {"BoundaryShrink": ["--model.lr", "1e-4"], "BoundaryExpand": ["--
 
 
 def cli(args: list[str]) -> dict:
-    """One in-process CLI run; returns its metrics.json ``metrics``."""
+    """One in-process CLI run, skipped when finished and resumed from its last checkpoint when stopped;
+    returns its metrics.json ``metrics``."""
     from unlearnkit.cli.main import main
 
     run_dir = Path(args[args.index("--run_dir") + 1])
     if not (run_dir / "metrics.json").exists():
-        code = main(args)
+        last = run_dir / "checkpoints" / "last.ckpt"
+        code = main([*args, "--ckpt_path", str(last)] if last.is_file() else args)
         if code:
             raise SystemExit(code)
     return json.loads((run_dir / "metrics.json").read_text())["metrics"]
