@@ -44,10 +44,9 @@ PROTOCOLS = {"identity": [], "sample": ["--data.protocol", "sample", "--data.for
 
 def method_lr(method: str) -> float:
     """The method's default learning rate (what ``--model <method>`` runs with)."""
-    from unlearnkit.cli.main import method_defaults
-    from unlearnkit.methods import load_all
+    from unlearnkit.cli.main import METHOD_CLASSES, method_defaults
 
-    return method_defaults({cls.__name__: cls for cls in load_all().values()}[method])["lr"]
+    return method_defaults(METHOD_CLASSES[method])["lr"]
 
 
 def settings(method: str, budget: int) -> list[dict]:

@@ -117,10 +117,10 @@ def run_demo(out: str = "runs/demo", configs: str = "configs", quick: bool = Fal
 
 
 def _identity_methods() -> list[str]:
-    from unlearnkit.methods import load_all
+    from unlearnkit.cli.main import METHOD_CLASSES
     from unlearnkit.methods.base import UnlearningMethod
 
-    return [cls.__name__ for cls in load_all().values() if issubclass(cls, UnlearningMethod)]
+    return [name for name, cls in METHOD_CLASSES.items() if issubclass(cls, UnlearningMethod)]
 
 
 def main(argv: list[str] | None = None) -> int:

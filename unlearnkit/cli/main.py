@@ -32,8 +32,9 @@ from unlearnkit.methods.base import FaceModule, UnlearningMethod
 from unlearnkit.utils.run_lock import RunLock
 from unlearnkit.utils.safe_pickle import weights_only_refusal
 
-METHOD_CLASSES = load_all()  # every registered method is a valid --model short name
-globals().update({cls.__name__: cls for cls in METHOD_CLASSES.values()})
+# every registered method, by class name: a valid --model short name
+METHOD_CLASSES = {cls.__name__: cls for cls in load_all().values()}
+globals().update(METHOD_CLASSES)
 
 
 class RunConfig(SaveConfigCallback):
@@ -53,7 +54,7 @@ def _condense(message: str) -> str:
     lines = [line for line in lines if not line.startswith(noise)]
     text = f"{lines[0]}: {'; '.join(lines[1:])}" if len(lines) > 1 else "".join(lines)
     if text.startswith('Parser key "model"') and "import path" in text:
-        text += f" (--model takes one of {', '.join(sorted(cls.__name__ for cls in METHOD_CLASSES.values()))})"
+        text += f" (--model takes one of {', '.join(sorted(METHOD_CLASSES))})"
     return text
 
 
@@ -217,8 +218,8 @@ def with_method_defaults(argv: list[str]) -> list[str]:
     after ``--model Name`` still win. ``Pretrain`` → ``Retrain`` keeps the whole recipe: the oracle must be
     trained as θ0 was.
     """
-    by_name = {key: cls for cls in METHOD_CLASSES.values() if issubclass(cls, UnlearningMethod)
-               for key in (cls.__name__, f"{cls.__module__}.{cls.__name__}")}
+    by_name = {key: cls for name, cls in METHOD_CLASSES.items() if issubclass(cls, UnlearningMethod)
+               for key in (name, f"{cls.__module__}.{name}")}
     out, i = [], 0
     while i < len(argv):
         token = argv[i]
