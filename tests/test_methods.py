@@ -4,6 +4,8 @@ tested the moment it is registered."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import numpy as np
 import pytest
@@ -108,27 +110,33 @@ def test_unsupported_protocol_is_a_config_error_before_work(tiny_faces, original
         quiet_trainer(max_steps=1, default_root_dir=str(tmp_path)).fit(model, datamodule=dm)
 
 
+def printed_model_config(capsys, monkeypatch, *args) -> dict:
+    """The ``model`` section the CLI resolves for ``fit *args`` (``--print_config``, nothing run)."""
+    import sys
+
+    import yaml
+
+    from unlearnkit.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["unlearnkit"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["fit", *args, "--print_config"])
+    return yaml.safe_load(capsys.readouterr().out)["model"]
+
+
 @pytest.mark.parametrize("name", UNLEARNING)
 def test_model_swap_takes_the_methods_own_defaults(name, capsys, monkeypatch):
     """``--model Name`` after a config keeps its shared options (original, labels) but not another
     method's learning rate or loss weights; options after the swap still win."""
-    import sys
-    from pathlib import Path
-
-    import yaml
-
-    from unlearnkit.cli.main import main, method_defaults
+    from unlearnkit.cli.main import method_defaults
 
     cls = METHODS[name]
     experiment = Path(__file__).parents[1] / "configs" / "experiment" / "unlearn_synthetic.yaml"
-    monkeypatch.setattr(sys, "argv", ["unlearnkit"])
 
     def resolved(*extra):
-        capsys.readouterr()
-        with pytest.raises(SystemExit):
-            main(["fit", "--config", str(experiment), "--model.lr", "0.777", "--model.labels", "pseudo",
-                  "--model", cls.__name__, *extra, "--print_config"])
-        return yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+        return printed_model_config(capsys, monkeypatch, "--config", str(experiment), "--model.lr", "0.777",
+                                    "--model.labels", "pseudo", "--model", cls.__name__, *extra)["init_args"]
 
     args = resolved()
     defaults = method_defaults(cls)
@@ -139,18 +147,7 @@ def test_model_swap_takes_the_methods_own_defaults(name, capsys, monkeypatch):
 
 def test_pretrain_to_retrain_swap_keeps_the_recipe(capsys, monkeypatch):
     """The oracle must be trained as θ0 was: ``--model Retrain`` after the pretraining config keeps it all."""
-    import sys
-    from pathlib import Path
-
-    import yaml
-
-    from unlearnkit.cli.main import main
-
     experiment = Path(__file__).parents[1] / "configs" / "experiment" / "pretrain_synthetic.yaml"
-    monkeypatch.setattr(sys, "argv", ["unlearnkit"])
-    capsys.readouterr()
-    with pytest.raises(SystemExit):
-        main(["fit", "--config", str(experiment), "--model", "Retrain", "--print_config"])
-    model = yaml.safe_load(capsys.readouterr().out)["model"]
+    model = printed_model_config(capsys, monkeypatch, "--config", str(experiment), "--model", "Retrain")
     assert model["class_path"].endswith(".Retrain")
     assert (model["init_args"]["optimizer"], model["init_args"]["lr"]) == ("adamw", 0.003)
