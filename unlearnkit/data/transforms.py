@@ -21,12 +21,12 @@ class FaceTransform:
     """
 
     def __init__(self, image_size: int = 112, crop: float = 1.0, mean: float = 0.5, std: float = 0.5,
-                 hflip: bool = False, warn_resize: bool = True) -> None:
+                 warn_resize: bool = True) -> None:
         if image_size <= 0:
             raise ConfigError(f"image_size must be positive, got {image_size}")
         if not 0 < crop <= 1:
             raise ConfigError(f"crop must be a fraction in (0, 1], got {crop}")
-        self.image_size, self.crop, self.mean, self.std, self.hflip = image_size, crop, mean, std, hflip
+        self.image_size, self.crop, self.mean, self.std = image_size, crop, mean, std
         self._warned = not warn_resize
 
     def pixels(self, image: Image.Image) -> np.ndarray:
@@ -46,7 +46,7 @@ class FaceTransform:
                 warnings.warn(
                     f"images are {image.size[0]}×{image.size[1]}, resizing to {self.image_size}×{self.image_size}"
                     " (set data.crop to centre-crop first)",
-                    stacklevel=3,
+                    stacklevel=4,  # the caller of __call__ / batch
                 )
                 self._warned = True
             image = image.resize((self.image_size, self.image_size), Image.BILINEAR)
