@@ -2,6 +2,8 @@
 
 The faiss-gpu wheel also runs on machines without a GPU, but there its GPU indexes raise and
 ``Kmeans(gpu=True)`` silently runs on the CPU, so the path is chosen from ``faiss.get_num_gpus()``.
+FAISS's GPU wheel is built for CUDA 12; where it sees no GPU but the queries are CUDA tensors (a CUDA 13
+machine, a CPU-only FAISS build), exact search runs as a chunked product + top-k in torch on that GPU.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import torch
 
 from unlearnkit.errors import ConfigError
 
-__all__ = ["knn", "kmeans", "use_gpu"]
+__all__ = ["knn", "kmeans", "torch_knn", "use_gpu"]
 
 # scratch memory of the process's FAISS GPU resources: bounded so FAISS does not claim a share of the GPU
 # that training needs
@@ -54,6 +56,8 @@ def knn(queries, gallery, k: int, chunk_size: int = 65536) -> tuple[torch.Tensor
     """
     import faiss
 
+    if isinstance(queries, torch.Tensor) and queries.is_cuda and not use_gpu():
+        return torch_knn(queries, torch.as_tensor(gallery), k, chunk_size)
     q = _as_numpy(queries, "queries")
     g = _as_numpy(gallery, "gallery")
     if q.shape[1] != g.shape[1]:
@@ -72,6 +76,29 @@ def knn(queries, gallery, k: int, chunk_size: int = 65536) -> tuple[torch.Tensor
             q[start:start + chunk_size], k)
     device = queries.device if isinstance(queries, torch.Tensor) else "cpu"
     return torch.from_numpy(scores).to(device), torch.from_numpy(indices).to(device)
+
+
+# a chunk of the torch search holds at most this many scores (128 MB in float32)
+TORCH_CHUNK_SCORES = 2**25
+
+
+def torch_knn(queries: torch.Tensor, gallery: torch.Tensor, k: int, chunk_size: int = 65536):
+    """Exact inner-product kNN in torch on the queries' device, with FAISS's conventions: (scores, indices)
+    best first, index -1 and score -FLT_MAX where the gallery has fewer than k items."""
+    g = gallery.to(queries.device, torch.float32)
+    q = queries.float()
+    if q.dim() != 2 or g.dim() != 2 or q.shape[1] != g.shape[1]:
+        raise ValueError(f"queries {tuple(q.shape)} and gallery {tuple(g.shape)} must be (n, d) of one d")
+    if k < 1:
+        raise ConfigError(f"k must be >= 1 for a nearest-neighbour search, got {k}")
+    found = min(k, g.shape[0])
+    scores = torch.full((q.shape[0], k), torch.finfo(torch.float32).min, device=q.device)
+    indices = torch.full((q.shape[0], k), -1, dtype=torch.int64, device=q.device)
+    step = max(1, min(chunk_size, TORCH_CHUNK_SCORES // max(g.shape[0], 1)))
+    for start in range(0, q.shape[0] if found else 0, step):
+        top = torch.topk(q[start:start + step] @ g.T, found, dim=1)
+        scores[start:start + step, :found], indices[start:start + step, :found] = top.values, top.indices
+    return scores, indices
 
 
 def kmeans(x, k: int, seed: int = 0, niter: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
