@@ -14,6 +14,7 @@ from torch import nn
 
 from unlearnkit.data.sources import FaceSource
 from unlearnkit.data.transforms import FaceTransform
+from unlearnkit.utils.modes import eval_mode
 
 
 def _views(x: torch.Tensor) -> list[torch.Tensor]:
@@ -45,9 +46,7 @@ def _last_linear(model: nn.Module) -> nn.Linear:
 def quality_scores(model: nn.Module, images: torch.Tensor, method: str = "stability", passes: int = 8,
                    dropout: float = 0.5) -> torch.Tensor:
     """Quality of a batch of normalised images (higher = better), with ``model`` in eval mode."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):  # restores each submodule's own mode (frozen BatchNorm stays frozen)
         if method == "stability":
             z = torch.stack([F.normalize(model(v).float(), dim=1) for v in _views(images)])
             return _mean_pairwise(z, lambda a, b: (a * b).sum(1))
@@ -62,8 +61,6 @@ def quality_scores(model: nn.Module, images: torch.Tensor, method: str = "stabil
             distance = _mean_pairwise(z, lambda a, b: (a - b).norm(dim=1))
             return 2.0 / (1.0 + torch.exp(distance))
         raise ValueError(f"unknown quality method {method!r}: choose stability or serfiq")
-    finally:
-        model.train(was_training)
 
 
 def score_source(model: nn.Module, source: FaceSource, transform: FaceTransform, method: str = "stability",

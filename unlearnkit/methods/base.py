@@ -24,6 +24,7 @@ from unlearnkit.backbones import create_backbone, load_backbone_weights
 from unlearnkit.errors import CheckpointError, ConfigError
 from unlearnkit.heads import CentroidHead, create_head
 from unlearnkit.registry import Registry
+from unlearnkit.utils.modes import eval_mode
 from unlearnkit.utils.safe_pickle import weights_only_refusal
 
 # an unlearning run's frozen teacher (and θ0's BatchNorm layers, freeze_bn) are in eval mode by design
@@ -375,12 +376,10 @@ class UnlearningMethod(FaceModule):
     def embed_indices(self, indices, model: nn.Module | None = None) -> torch.Tensor:
         """Normalised embeddings of source ``indices`` (every rank computes all of them, in order)."""
         model = model if model is not None else (self.teacher or self.backbone)
-        was_training = model.training
-        model.eval()
         out = []
-        for batch in self.trainer.datamodule.eval_loader(indices, shard=False):
-            out.append(F.normalize(model(batch["image"].to(self.device)).float(), dim=1))
-        model.train(was_training)
+        with eval_mode(model):  # restores each submodule's own mode: frozen BatchNorm stays frozen
+            for batch in self.trainer.datamodule.eval_loader(indices, shard=False):
+                out.append(F.normalize(model(batch["image"].to(self.device)).float(), dim=1))
         self.cost["teacher_forward_images"] += len(indices)
         return torch.cat(out) if out else torch.empty(0, self.hparams.embedding_size, device=self.device)
 
@@ -432,6 +431,11 @@ class UnlearningMethod(FaceModule):
         if self.pseudo_labels:
             return self.pseudo_table[data["index"]]
         return data["label"]
+
+    def pk_group_labels(self) -> np.ndarray | None:
+        """What P×K batches are grouped by, as a label per source index: the pseudo-labels in the label-free
+        variant (which must never see identities), ``None`` (the identities) otherwise."""
+        return self.pseudo_table.cpu().numpy() if self.pseudo_labels else None
 
     @property
     def active_head(self) -> nn.Module:
