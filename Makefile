@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export JSONARGPARSE_DEPRECATION_WARNINGS ?= off
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/retrieval.py
 	$(PY) benchmarks/step_overhead.py
 	$(PY) benchmarks/data_loading.py
+
+# On a GPU machine, with the project's venv or (no install) the machine's own Python: every GPU path once,
+# one line per figure, gpu_check.json beside (docs/scaling.md). `--smoke` runs in `make test`.
+gpu-check:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) benchmarks/gpu_check.py --out gpu_check.json
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -4,7 +4,8 @@ Prints ``step_ratio <method> <ratio>`` per method: the median in-step time (forw
 data loading excluded) divided by the median time of a pretraining step on a batch of the same size.
 Methods that consume a forget and a retain batch in every step get half the batch per part, so each step
 pushes the same number of images through the student; SCRUB uses one part per step, so it gets the full
-batch. Run: ``python benchmarks/step_overhead.py [--batch 64 --size 48 --steps 12]``.
+batch. Run: ``python benchmarks/step_overhead.py [--batch 64 --size 48 --steps 12]``; on a GPU add
+``--accelerator gpu --precision bf16-mixed`` (``benchmarks/gpu_check.py`` runs it so on ``iresnet50``).
 """
 
 from __future__ import annotations
@@ -53,47 +54,64 @@ def time_steps(model, root: Path, args, protocol: str, batch: int) -> tuple[floa
                         forget=pk_identities if protocol == "identity" else 0.3, heldout_per_identity=2,
                         batch_size=batch, pk_identities=pk_identities, pk_images=4, seed=0)
     timer = StepTimer(skip=2)
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=args.steps + 2, limit_val_batches=0,
+    trainer = L.Trainer(accelerator=args.accelerator, devices=1, precision=args.precision,
+                        max_steps=args.steps + 2, limit_val_batches=0,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, use_distributed_sampler=False, callbacks=[timer])
     trainer.fit(model, datamodule=dm)
     return statistics.median(timer.times), statistics.median(timer.images)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=48)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--backbone", default="timm_resnet10t")
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--precision", default="32-true")
+    parser.add_argument("--workers", type=int, default=None, help="processes generating the faces")
+    return parser.parse_args(argv)
+
+
+def measure(args: argparse.Namespace, report=print, only=None) -> dict[str, float]:
+    """Every unlearning method's step ratio (or those named in ``only``), and the baseline's step seconds
+    under ``baseline``."""
     torch.set_num_threads(args.threads)
     L.seed_everything(0, verbose=False)
     work = Path(tempfile.mkdtemp(prefix="step-overhead-"))
-    root = generate_synthetic(work / "faces", num_identities=48, images_per_identity=24, image_size=args.size,
-                              seed=0, progress=False)
+    # enough people that a P×K batch's forget identities leave most of them retained
+    identities = max(48, 3 * max(1, args.batch // 4))
+    root = generate_synthetic(work / "faces", num_identities=identities, images_per_identity=24,
+                              image_size=args.size, seed=0, workers=args.workers, progress=False)
     arch = dict(backbone=args.backbone, embedding_size=128, image_size=args.size)
-    baseline_model = Pretrain(**arch, num_classes=48)
+    baseline_model = Pretrain(**arch, num_classes=identities)
     ckpt = work / "original.ckpt"
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, max_steps=0)
     trainer.strategy.connect(baseline_model)
     trainer.save_checkpoint(ckpt)
     baseline, images = time_steps(baseline_model, root, args, "identity", args.batch)
-    print(f"baseline_step_seconds {baseline:.4f} (pretrain, {images:.0f} images per step, {args.backbone} at "
-          f"{args.size} px)")
+    report(f"baseline_step_seconds {baseline:.4f} (pretrain, {images:.0f} images per step, {args.backbone} at "
+           f"{args.size} px, {args.accelerator}, {args.precision})")
+    ratios = {"baseline": baseline}
     for name, cls in load_all().items():
-        if not issubclass(cls, UnlearningMethod):
+        if not issubclass(cls, UnlearningMethod) or (only is not None and name not in only):
             continue
         model = cls(original=str(ckpt))
         parts = len(model.train_parts)
         batch = args.batch if name in ONE_PART_PER_STEP else args.batch // parts
         protocol = "identity" if cls.needs_labels else "sample"
         seconds, images = time_steps(model, root, args, protocol, batch)
-        ratio = seconds / baseline
+        ratios[name] = ratio = seconds / baseline
         target = TARGETS.get(name)
         verdict = "" if target is None else f"  (target ≤ {target:.2f}: {'met' if ratio <= target else 'MISSED'})"
-        print(f"step_ratio {name} {ratio:.2f}{verdict}  [{images:.0f} images delivered per step]", flush=True)
+        report(f"step_ratio {name} {ratio:.2f}{verdict}  [{images:.0f} images delivered per step]")
+    return ratios
+
+
+def main() -> None:
+    measure(parse_args())
 
 
 if __name__ == "__main__":
