@@ -28,6 +28,47 @@ def jpeg_bytes(seed: int, size: int = 112, quality: int = 90) -> bytes:
     return buffer.getvalue()
 
 
+def smooth_rgb(seed: int, size: int = 32) -> np.ndarray:
+    """A smooth random colour image as an ``H×W×3`` uint8 array."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((size, size), Image.BICUBIC))
+
+
+# (file name, PIL mode, format) of one image per kind a face folder may hold: every suffix torchvision's
+# ImageFolder reads, and grey, 16-bit, palette, RGBA, CMYK and grey+alpha images
+IMAGE_KINDS = [
+    ("rgb.jpg", "RGB", "JPEG"), ("grey.jpeg", "L", "JPEG"), ("grey16.png", "I;16", "PNG"),
+    ("palette.png", "P", "PNG"), ("rgba.png", "RGBA", "PNG"), ("rgb.ppm", "RGB", "PPM"), ("rgb.bmp", "RGB", "BMP"),
+    ("grey.pgm", "L", "PPM"), ("grey16.pgm", "I;16", "PPM"), ("cmyk.tif", "CMYK", "TIFF"),
+    ("grey16.tiff", "I;16", "TIFF"), ("rgb.webp", "RGB", "WEBP"), ("grey_alpha.PNG", "LA", "PNG"),
+]
+
+
+def image_of_kind(pixels: np.ndarray, mode: str) -> Image.Image:
+    """``pixels`` (8-bit RGB) as an image of ``mode``; a 16-bit image holds the grey values × 257."""
+    rgb = Image.fromarray(pixels)
+    if mode == "I;16":
+        grey = np.asarray(rgb.convert("L")).astype(np.uint16) * 257
+        return Image.fromarray(grey)  # uint16 → mode I;16
+    if mode == "P":
+        return rgb.quantize(16)
+    return rgb.convert(mode)
+
+
+def expected_rgb(image: Image.Image) -> np.ndarray:
+    """What a reader should make of ``image``: its 8-bit RGB values (16-bit grey scaled down, not clipped)."""
+    if image.mode == "I;16":
+        grey = (np.asarray(image).astype(np.float64) / 257).round().astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
+
+
+def write_image(path: Path, image: Image.Image, fmt: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt, **({"quality": 95} if fmt == "JPEG" else {"lossless": True} if fmt == "WEBP" else {}))
+
+
 def frame(payload: bytes) -> bytes:
     """One logical record as dmlc-core's RecordIOWriter writes it.
 

@@ -19,6 +19,7 @@ import pytest
 import torch
 from conftest import ARCH
 from helpers_formats import jpeg_bytes, write_recordio
+from PIL import Image
 
 from unlearnkit.cli.main import main
 from unlearnkit.errors import CheckpointError, DataError
@@ -64,6 +65,11 @@ def files(tiny_faces, original_ckpt, tmp_path_factory) -> SimpleNamespace:
 
     f.empty = root / "empty"
     f.empty.mkdir()
+    f.pgm, f.gif = root / "pgm", root / "gif"  # the same faces as grey PGMs (AT&T's layout) and as GIFs
+    for path in sorted(tiny_faces.glob("*/*.jpg")):
+        for folder, suffix, mode in ((f.pgm, ".pgm", "L"), (f.gif, ".gif", "P")):
+            (folder / path.parent.name).mkdir(parents=True, exist_ok=True)
+            Image.open(path).convert(mode).save(folder / path.parent.name / f"{path.stem}{suffix}")
 
     f.lists = {}
     for name, lines in {"unknown": ["id00001", "nobody"], "empty": [], "everyone": names,
@@ -151,6 +157,8 @@ CASES = {
     # data sets
     "missing root": (lambda f: pretrain(f, root=f.root / "nowhere"), r"data root .*nowhere does not exist"),
     "root without images": (lambda f: pretrain(f, root=f.empty), r"no images found under .*empty"),
+    "root of image types not read": (lambda f: pretrain(f, root=f.gif),
+                                     r"no images found under .*gif: .* among \.jpg .*\.pgm .*; found '\.gif' \(96\)"),
     "unknown data format": (lambda f: pretrain(f, "--data.format", "lmdb"), r"unknown data format 'lmdb'"),
     "truncated .rec": (lambda f: pretrain(f, "--data.format", "recordio", root=f.rec_truncated),
                        r"train\.rec is truncated.*re-copy"),
@@ -226,6 +234,14 @@ def test_user_mistake_is_one_clear_error_line(case, files, tmp_path, capsys):
     build, pattern = CASES[case]
     code, err = run(build(files), tmp_path / "run", capsys)
     assert_one_clear_line(code, err, pattern)
+
+
+def test_folder_of_grey_pgm_faces_trains(files, tmp_path, capsys):
+    """A face set as ``<identity>/<n>.pgm`` (grey, as the AT&T faces are distributed) is read and trained on."""
+    code, err = run(pretrain(files, root=files.pgm), tmp_path / "run", capsys)
+    assert code == 0, err
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    assert "\nid00000/000.pgm,id00000," in (tmp_path / "run" / "split.csv").read_text()
 
 
 def test_corrupt_images_skipped_and_counted(files, tmp_path, capsys):

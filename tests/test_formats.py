@@ -12,11 +12,16 @@ import numpy as np
 import pytest
 import torch
 from helpers_formats import (
+    IMAGE_KINDS,
+    expected_rgb,
     frame,
+    image_of_kind,
     irheader,
     jpeg_bytes,
     python2_bin_pickle,
+    smooth_rgb,
     write_celeba,
+    write_image,
     write_insightface_bin,
     write_lfw_tree,
     write_recordio,
@@ -26,7 +31,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from unlearnkit.data.formats import CelebASource, RecordIOSource, VGGFace2Source
-from unlearnkit.data.sources import open_source
+from unlearnkit.data.sources import IMAGE_SUFFIXES, open_source
 from unlearnkit.data.verification import (
     PairSet,
     covered_pairs_lfw_subset,
@@ -51,6 +56,45 @@ def lfw_subset() -> Path:
             f"the shared LFW subset is absent ({root}); set UNLEARNKIT_SHARED_DATA to its parent folder"
         )
     return root
+
+
+# ---------------------------------------------------------------- image folders
+
+
+def test_folder_suffixes_are_torchvisions():
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    assert sorted(IMAGE_SUFFIXES) == sorted(IMG_EXTENSIONS)
+
+
+def test_folder_reads_every_image_type_once_as_8bit_rgb(tmp_path):
+    """One image of each suffix and mode (grey, 16-bit grey, palette, RGBA, CMYK, grey+alpha): each is found and
+    decoded to the RGB it shows; 16-bit grey is scaled to 8 bits, not clipped to white."""
+    pixels = smooth_rgb(0)
+    for name, mode, fmt in IMAGE_KINDS:
+        write_image(tmp_path / "s1" / name, image_of_kind(pixels, mode), fmt)
+    (tmp_path / "s1" / "README.txt").write_text("not an image")
+    source = open_source("folder", tmp_path)
+    assert sorted(source.keys) == sorted(f"s1/{name}" for name, _, _ in IMAGE_KINDS)
+    for name, mode, fmt in IMAGE_KINDS:
+        image = source.load(source.keys.index(f"s1/{name}"))
+        assert image.mode == "RGB" and image.size == (32, 32), name
+        error = np.abs(np.asarray(image, np.int16) - expected_rgb(image_of_kind(pixels, mode))).max()
+        assert error <= (16 if fmt == "JPEG" else 0), (name, error)
+
+
+def test_folder_without_readable_images_names_suffixes_read_and_found(tmp_path):
+    for k in range(3):
+        write_image(tmp_path / "alice" / f"{k}.gif", Image.fromarray(smooth_rgb(k)), "GIF")
+    (tmp_path / "alice" / "embedding.npy").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"no images found under .*: expected root/<identity>/<image> with a suffix "
+                       r"among \.jpg \.jpeg \.png \.ppm \.bmp \.pgm \.tif \.tiff \.webp; found '\.gif' \(3\), "
+                       r"'\.npy' \(1\) in its identity folders"):
+        open_source("folder", tmp_path)
+    flat = tmp_path / "flat"
+    write_image(flat / "0001.png", Image.fromarray(smooth_rgb(0)), "PNG")
+    with pytest.raises(DataError, match=r"found 1 images directly in it, none in identity folders"):
+        open_source("folder", flat)
 
 
 # ---------------------------------------------------------------- RecordIO
@@ -266,6 +310,36 @@ def test_vggface2_list_naming_a_missing_file(tmp_path):
     (tmp_path / "train" / "n000002" / "0002_01.jpg").unlink()
     with pytest.raises(DataError, match=r"line 2 names .*n000002/0002_01\.jpg, which does not exist"):
         VGGFace2Source(tmp_path)
+
+
+def test_lists_naming_other_suffixes(tmp_path):
+    """VGGFace2 and CelebA lists may name any image type read (here grey PGM and 16-bit PNG); a list naming files
+    of no image type, or naming .jpg files the folder holds as .png, is refused naming what was found."""
+    write_vggface2(tmp_path / "vgg", {"n000002": ("A", 2), "n000010": ("B", 1)})
+    list_path = tmp_path / "vgg" / "train_list.txt"
+    for entry, (suffix, mode, fmt) in zip(list_path.read_text().split(), [(".pgm", "L", "PPM"),
+                                                                           (".png", "I;16", "PNG"),
+                                                                           (".tif", "CMYK", "TIFF")]):
+        old = tmp_path / "vgg" / "train" / entry
+        write_image(old.with_suffix(suffix), image_of_kind(smooth_rgb(0), mode), fmt)
+        old.unlink()
+    list_path.write_text(list_path.read_text().replace("n000002/0001_01.jpg", "n000002/0001_01.pgm")
+                         .replace("n000002/0002_01.jpg", "n000002/0002_01.png"))
+    with pytest.raises(DataError, match=r"line 3 names .*n000010/0001_01\.jpg, which does not exist; the folder "
+                       r"holds 0001_01\.tif instead: the list names '\.jpg' files, so rewrite its suffixes"):
+        VGGFace2Source(tmp_path / "vgg")
+    list_path.write_text(list_path.read_text().replace("n000010/0001_01.jpg", "n000010/0001_01.tif"))
+    source = VGGFace2Source(tmp_path / "vgg")
+    assert [source.load(i).mode for i in range(3)] == ["RGB"] * 3
+    assert np.asarray(source.load(1)).max() < 255  # 16-bit grey scaled, not saturated
+
+    rows = [("000001.jpg", 1, 0), ("000002.jpg", 1, 0), ("000003.jpg", 2, 0)]
+    write_celeba(tmp_path / "celeba", rows)
+    identities = tmp_path / "celeba" / "identity_CelebA.txt"
+    identities.write_text(identities.read_text().replace(".jpg", ".npy"))
+    with pytest.raises(DataError, match=r"identity_CelebA\.txt names 3 file\(s\) that are no image type read here "
+                       r"\(line 1: '000001\.npy'\): the suffixes read are \.jpg .*\.webp, the list has '\.npy' \(3\)"):
+        CelebASource(tmp_path / "celeba")
 
 
 def test_celeba(tmp_path):

@@ -14,7 +14,7 @@ import os
 import struct
 from pathlib import Path
 
-from unlearnkit.data.sources import SOURCES, FaceSource, read_file
+from unlearnkit.data.sources import IMAGE_SUFFIXES, SOURCES, FaceSource, read_file, suffix_counts
 from unlearnkit.errors import DataError
 
 # MXNet RecordIO framing (dmlc-core recordio): every record starts with the magic word and a word whose top
@@ -213,6 +213,28 @@ class _ListedFiles:
             self.listings[folder] = set(os.listdir(directory)) if directory.is_dir() else set()
         return name in self.listings[folder]
 
+    def missing(self, list_path: Path, number: int, relative: str) -> DataError:
+        """The error for a listed file that is not there, naming the same image under another suffix if the
+        folder holds one (a set re-encoded, e.g. CelebA's PNG archive beside a list of .jpg names)."""
+        folder, _, name = relative.rpartition("/")
+        stem = os.path.splitext(name)[0]
+        others = sorted(n for n in self.listings.get(folder, ()) if os.path.splitext(n)[0] == stem)
+        fix = (f"; the folder holds {others[0]} instead: the list names {os.path.splitext(name)[1]!r} files, so "
+               "rewrite its suffixes to match the images" if others else ": restore the image or remove the line")
+        return DataError(f"{list_path} line {number} names {self.root / relative}, which does not exist{fix}")
+
+
+def check_listed_suffixes(list_path: Path, listed: list[tuple[int, str]]) -> None:
+    """A list naming files that are no image type read here (``IMAGE_SUFFIXES``) fails on all of them at once,
+    naming the suffixes read and the suffixes found."""
+    odd = [(number, name) for number, name in listed if os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES]
+    if odd:
+        raise DataError(
+            f"{list_path} names {len(odd)} file(s) that are no image type read here (line {odd[0][0]}: "
+            f"{odd[0][1]!r}): the suffixes read are {' '.join(IMAGE_SUFFIXES)}, the list has "
+            f"{suffix_counts(name for _, name in odd)}; convert those images or fix the list"
+        )
+
 
 @SOURCES.register("vggface2")
 class VGGFace2Source(FaceSource):
@@ -232,19 +254,15 @@ class VGGFace2Source(FaceSource):
         files = _ListedFiles(self.root / split)
         self.keys, self.identities = [], []
         with open(list_path) as handle:
-            for number, line in enumerate(handle, 1):
-                entry = line.strip()
-                if not entry:
-                    continue
-                if "/" not in entry:
-                    raise DataError(f"{list_path} line {number} is not '<class_id>/<image>.jpg': {entry!r}")
-                if not files.exists(entry):
-                    raise DataError(
-                        f"{list_path} line {number} names {self.root / split / entry}, which does not exist: "
-                        "restore the image or remove the line"
-                    )
-                self.keys.append(f"{split}/{entry}")
-                self.identities.append(entry.split("/", 1)[0])
+            listed = [(number, line.strip()) for number, line in enumerate(handle, 1) if line.strip()]
+        check_listed_suffixes(list_path, listed)
+        for number, entry in listed:
+            if "/" not in entry:
+                raise DataError(f"{list_path} line {number} is not '<class_id>/<image>.jpg': {entry!r}")
+            if not files.exists(entry):
+                raise files.missing(list_path, number, entry)
+            self.keys.append(f"{split}/{entry}")
+            self.identities.append(entry.split("/", 1)[0])
         if not self.keys:
             raise DataError(f"{list_path} lists no images")
         self.qualities = [math.nan] * len(self.keys)
@@ -292,17 +310,15 @@ class CelebASource(FaceSource):
         wanted = None
         if partition is not None:
             wanted = self._partition_files(self._partition_number(partition))
-        present = set(os.listdir(images))
+        files = _ListedFiles(images)
         identity_path = self.root / "identity_CelebA.txt"
+        listed = [(number, name, identity) for number, (name, identity) in self._pairs(identity_path)
+                  if wanted is None or name in wanted]
+        check_listed_suffixes(identity_path, [(number, name) for number, name, _ in listed])
         self.keys, self.identities = [], []
-        for number, (name, identity) in self._pairs(identity_path):
-            if wanted is not None and name not in wanted:
-                continue
-            if name not in present:
-                raise DataError(
-                    f"{identity_path} line {number} names {images / name}, which does not exist: "
-                    "restore the image or remove the line"
-                )
+        for number, name, identity in listed:
+            if not files.exists(name):
+                raise files.missing(identity_path, number, name)
             self.keys.append(f"{folder}/{name}")
             self.identities.append(identity)
         if not self.keys:

@@ -11,28 +11,57 @@ import functools
 import io
 import math
 import os
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from unlearnkit.errors import DataError
 from unlearnkit.registry import Registry
 
 SOURCES: Registry[type[FaceSource]] = Registry("data format")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# every image type torchvision's ImageFolder reads (its IMG_EXTENSIONS), matched case-insensitively
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def suffix_counts(names) -> str:
+    """``'.gif' (3), '.txt' (1)``: the suffixes among ``names``, most frequent first (for error messages)."""
+    counts = Counter(Path(name).suffix.lower() or "(none)" for name in names)
+    return ", ".join(f"{suffix!r} ({count})" for suffix, count in counts.most_common(6)) or "no files"
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any decoded image as 8-bit RGB. 16-bit grey (``I;16``, ``I``) is scaled to 8 bits rather than clipped
+    (PIL's own ``convert`` saturates it to white), float images are read as [0, 1] when they fit, palette
+    images with transparency go through RGBA (dropping alpha as for RGBA), CMYK, grey and bilevel convert."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I") or mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        if mode.startswith("I;16") or (mode == "I" and values.max(initial=0) > 255):
+            values = values / 257.0  # 0..65535 → 0..255
+        elif mode == "F" and values.min(initial=0) >= 0 and values.max(initial=0) <= 1:
+            values = values * 255.0
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    elif mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
 
 
 def decode_image(data: bytes, what: str | Callable[[], str]) -> Image.Image:
-    """Encoded bytes → RGB image; a corrupt or truncated image raises ``DataError`` naming ``what`` (a
-    string, or a callable that makes one only when needed: the hot path formats nothing)."""
+    """Encoded bytes → 8-bit RGB image (``to_rgb``: the one conversion an image gets); a corrupt or truncated
+    image raises ``DataError`` naming ``what`` (a string, or a callable that makes one only when needed: the hot
+    path formats nothing)."""
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise DataError(f"corrupt image {what() if callable(what) else what}: {err}; remove or replace the file"
                         ) from err
-    return image.convert("RGB")
+    return to_rgb(image)
 
 
 def read_file(root: str | Path, key: str) -> bytes:
@@ -119,14 +148,21 @@ class ImageFolderSource(FaceSource):
             raise DataError(
                 f"data root {self.root} does not exist: expected an image folder root/<identity>/<image>.jpg"
             )
-        self.keys, self.identities = [], []
+        self.keys, self.identities, others = [], [], []
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for file in sorted(folder.iterdir()):
-                if file.suffix.lower() in IMAGE_SUFFIXES:
-                    self.keys.append(f"{folder.name}/{file.name}")
+            for name in sorted(os.listdir(folder)):
+                if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
+                    self.keys.append(f"{folder.name}/{name}")
                     self.identities.append(folder.name)
+                elif not name.startswith("."):
+                    others.append(name)
         if not self.keys:
-            raise DataError(f"no images found under {self.root}: expected root/<identity>/<image>.jpg")
+            loose = [p.name for p in self.root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            found = (f"found {suffix_counts(others)} in its identity folders" if others else
+                     f"found {len(loose)} images directly in it, none in identity folders" if loose else
+                     "found no files in identity folders")
+            raise DataError(f"no images found under {self.root}: expected root/<identity>/<image> with a suffix "
+                            f"among {' '.join(IMAGE_SUFFIXES)}; {found}")
         known = {}
         manifest = self.root / "manifest.csv"
         if manifest.is_file():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from unlearnkit.data.sources import IMAGE_SUFFIXES, decode_image
+from unlearnkit.data.sources import IMAGE_SUFFIXES, decode_image, to_rgb
 from unlearnkit.errors import DataError
 from unlearnkit.utils.io import write_text
 from unlearnkit.utils.safe_pickle import restricted_loads
@@ -62,7 +62,7 @@ class PairSet:
     def load(self, k: int) -> Image.Image:
         """Image ``k`` (an index into ``keys``) as RGB."""
         image = self.images(k) if callable(self.images) else self.images[k]
-        return image.convert("RGB")
+        return to_rgb(image)  # decoded images are RGB already; in-memory ones may not be
 
 
 
