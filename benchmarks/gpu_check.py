@@ -58,7 +58,7 @@ SIZES = {
                   ["--backbone", "timm_resnet10t", "--size", "32", "--batch", "16", "--steps", "2"]),
     "study_people": (500, 12), "study_images": (10, 8), "study_size": (112, 32),
     "study_arch": ("iresnet18", "timm_resnet10t"), "study_pretrain_epochs": (12, 1),
-    "study_unlearn_epochs": (5, 1), "study_batch": (256, 16),
+    "study_unlearn_epochs": (5, 1), "study_batch": (256, 12),
 }
 # what each section needs at least (seconds, real run) to be worth starting
 MIN_SECONDS = {"tests": 60, "knn": 20, "retrieval": 20, "throughput": 60, "step_ratio": 60, "mini_study": 120}
