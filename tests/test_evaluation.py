@@ -64,12 +64,12 @@ def test_bad_ues_options_are_config_errors():
 
 def _mia_set(member_noise: float, heldout_noise: float, forget_noise: float, per_identity: int = 40,
              seed: int = 0) -> EvalEmbeddings:
-    """Identities around random centres; training images (retain and forget) and held-out retain images at
-    their own noise levels."""
+    """Eight identities around random centres; their retain training, held-out and forget training images at
+    their own noise levels (forgotten images of people who stay, as in the sample protocol)."""
     g = torch.Generator().manual_seed(seed)
-    centres = F.normalize(torch.randn(10, 32, generator=g), dim=1)
+    centres = F.normalize(torch.randn(8, 32, generator=g), dim=1)
     parts = [("retain_train", range(8), member_noise), ("retain_test", range(8), heldout_noise),
-             ("forget_train", range(8, 10), forget_noise)]
+             ("forget_train", range(8), forget_noise)]
     z, labels, groups = [], [], []
     for group, identities, noise in parts:
         for label in identities:
@@ -81,22 +81,39 @@ def _mia_set(member_noise: float, heldout_noise: float, forget_noise: float, per
                            "ids": torch.arange(len(z)), "groups": torch.tensor(groups)})
 
 
+def _one_distribution(seed: int, identities: int = 100, per_group=(6, 4, 4), collapsed: bool = False):
+    """The sample protocol without memorisation: every person's retain training, held-out and forget training
+    images drawn alike (few images per person, as in face sets); ``collapsed`` squeezes them together."""
+    g = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(identities, 32, generator=g), dim=1)
+    z, labels, groups = [], [], []
+    for group, n in zip(("retain_train", "retain_test", "forget_train"), per_group):
+        z.append(centres.repeat_interleave(n, 0) + torch.randn(identities * n, 32, generator=g) / 32 ** 0.5)
+        labels.append(torch.arange(identities).repeat_interleave(n))
+        groups += [GROUP_ID[group]] * (identities * n)
+    z = torch.cat(z)
+    if collapsed:
+        z = 1.0 + 0.01 * z
+    return EvalEmbeddings({"embeddings": F.normalize(z, dim=1), "labels": torch.cat(labels),
+                           "ids": torch.arange(len(z)), "groups": torch.tensor(groups)})
+
+
 def test_mia_separable_case_calls_forget_samples_members():
     r = membership_metrics(_mia_set(member_noise=0.1, heldout_noise=1.5, forget_noise=0.1))
-    assert r["mia/attack_acc"] > 0.95
-    assert r["mia/membership_recall"] > 0.95
+    assert r["mia/attack_acc"] > 0.95 and r["mia/attack_fpr"] < 0.05
+    assert r["mia/membership_recall"] > 0.95 and r["mia/forget_auc"] > 0.95
 
 
-def test_mia_inseparable_case_is_at_the_base_rate():
-    """Members, non-members and targets drawn alike (many images per identity, so a member's own weight in
-    its centroid is negligible): the attack is useless and says "member" about half the time."""
-    accs, recalls = [], []
-    for seed in range(3):
-        r = membership_metrics(_mia_set(1.0, 1.0, 1.0, per_identity=120, seed=seed), seed=seed)
-        accs.append(r["mia/attack_acc"])
-        recalls.append(r["mia/membership_recall"])
-    assert abs(np.mean(accs) - 0.5) < 0.1
-    assert abs(np.mean(recalls) - 0.5) < 0.2
+@pytest.mark.parametrize("collapsed", [False, True])
+def test_mia_scores_chance_when_members_and_nonmembers_are_drawn_alike(collapsed):
+    """No memorisation at all: the attack must be useless (issue 15, bug 3: a member inside its own centroid
+    and forget images in the reference set gave attack AUC ≈ 0.9 here)."""
+    runs = [membership_metrics(_one_distribution(seed, collapsed=collapsed), seed=seed) for seed in range(3)]
+    mean = {k: np.mean([r[k] for r in runs]) for k in runs[0]}
+    assert abs(mean["mia/attack_auc"] - 0.5) < 0.05, mean
+    assert abs(mean["mia/forget_auc"] - 0.5) < 0.05, mean
+    assert abs(mean["mia/attack_acc"] - 0.5) < 0.05, mean
+    assert abs(mean["mia/membership_recall"] - mean["mia/attack_fpr"]) < 0.1, mean
 
 
 # ------------------------------------------------------------------------------------ the callback in a run
@@ -171,7 +188,8 @@ def test_run_logs_every_metric_and_references_once(unlearn_run):
                 assert np.isfinite(m[f"{prefix}{part}/{metric}"])
             assert f"oracle_gap/{part}/{metric}" in m
     for key in ("verify/tiny/acc", "verify/tiny/tar@far=1e-3", "UES", "UES/F", "UES/R", "oracle/UES",
-                "mia/membership_recall", "mia/attack_acc", "original/mia/membership_recall",
+                "mia/membership_recall", "mia/attack_acc", "mia/attack_fpr", "mia/forget_auc",
+                "original/mia/membership_recall",
                 "oracle/mia/membership_recall"):
         assert key in m, key
     assert "cost/wall_seconds" in logged
@@ -200,17 +218,18 @@ def test_values_equal_the_functional_metrics_on_the_saved_embeddings(unlearn_run
             assert m[f"{prefix}{part}/CS"] == pytest.approx(cs, abs=1e-6)
         v = MF.verification(z_pairs[ij[:, 0]], z_pairs[ij[:, 1]], pairs.issame)
         assert m[f"{prefix}verify/tiny/acc"] == pytest.approx(v["acc"], abs=1e-9)
-        train = (groups == GROUP_ID["forget_train"]) | (groups == GROUP_ID["retain_train"])
+        reference = groups == GROUP_ID["retain_train"]  # never a forget image
 
-        def features(code, data=data, train=train):
+        def features(code, data=data, reference=reference):
             s = data["groups"] == code
-            return MF.mia_features(data["embeddings"][s], data["labels"][s], data["embeddings"][train],
-                                   data["labels"][train], data["ids"][s], data["ids"][train])
+            return MF.mia_features(data["embeddings"][s], data["labels"][s], data["embeddings"][reference],
+                                   data["labels"][reference], data["ids"][s], data["ids"][reference])
 
         mia = MF.membership_inference(features(GROUP_ID["retain_train"]), features(GROUP_ID["retain_test"]),
                                       features(GROUP_ID["forget_train"]))
         assert m[f"{prefix}mia/membership_recall"] == pytest.approx(mia["membership_recall"], abs=1e-9)
-        assert m[f"{prefix}mia/attack_acc"] == pytest.approx(mia["attack_acc"], abs=1e-9)
+        for key in ("attack_acc", "attack_fpr", "forget_auc"):
+            assert m[f"{prefix}mia/{key}"] == pytest.approx(mia[key], abs=1e-9)
 
 
 def test_saved_embeddings_are_the_models_once_per_sample(unlearn_run):

@@ -266,8 +266,9 @@ def test_membership_inference_separable():
     rng = np.random.default_rng(0)
     out = MF.membership_inference(rng.normal(2, 1, (400, 3)), rng.normal(-2, 1, (300, 3)), rng.normal(2, 1, (100, 3)))
     assert out["attack_acc"] > 0.95 and out["attack_auc"] > 0.99 and out["membership_recall"] > 0.95
+    assert out["attack_fpr"] < 0.05 and out["forget_auc"] > 0.99
     out = MF.membership_inference(rng.normal(2, 1, (400, 3)), rng.normal(-2, 1, (300, 3)), rng.normal(-2, 1, (100, 3)))
-    assert out["membership_recall"] < 0.05
+    assert out["membership_recall"] < 0.05 and abs(out["forget_auc"] - 0.5) < 0.15
 
 
 def test_membership_inference_useless_attack_is_visible():
@@ -277,31 +278,52 @@ def test_membership_inference_useless_attack_is_visible():
     out = MF.membership_inference(rng.normal(size=(1500, 3)), rng.normal(size=(300, 3)), rng.normal(size=(500, 3)))
     assert abs(out["attack_acc"] - 0.5) < 0.1 and abs(out["attack_auc"] - 0.5) < 0.1
     assert 0.2 < out["membership_recall"] < 0.8
+    assert abs(out["membership_recall"] - out["attack_fpr"]) < 0.15 and abs(out["forget_auc"] - 0.5) < 0.1
+
+
+def _brute_features(z, label, left_out, t, train_labels, z_all=None, labels_all=None, i=None):
+    """SPEC §3's three features of one sample against the reference rows of ``t`` other than ``left_out``."""
+    keep = [j for j in range(len(t)) if j != left_out]
+    nearest = max(z @ t[j] for j in keep)
+    cent = {}
+    for lab in sorted(set(train_labels)):
+        rows = [j for j in keep if train_labels[j] == lab]
+        total = t[rows].sum(0) if rows else np.zeros_like(z)
+        cent[lab] = total / max(np.linalg.norm(total), 1e-12)
+    if label not in cent:  # a label absent from the reference: leave-one-out among the samples
+        total = sum(z_all[k] for k in range(len(z_all)) if labels_all[k] == label and k != i)
+        cent[label] = total / max(np.linalg.norm(total), 1e-12)
+    to_c = sorted((z @ c for c in cent.values()), reverse=True)
+    return [nearest, z @ cent[label], to_c[0] - to_c[1]]
 
 
 def test_mia_features_equal_brute_force():
+    """Members leave themselves out; other samples leave out one reference image of their own label; a label
+    absent from the reference takes its leave-one-out centroid among the samples."""
     rng = np.random.default_rng(2)
     train, train_labels = clustered(n=60, d=8, n_id=6, seed=6)
     train_ids = np.arange(100, 160)
-    # samples: 10 members (their own training rows) and 10 held-out ones, one of a label unseen in training
+    # samples: 10 members (their own reference rows), 8 held-out ones and 2 of a label absent from the reference
     held, _ = clustered(n=10, d=8, n_id=6, seed=7)
     x = np.concatenate([train[:10], held])
-    labels = np.concatenate([train_labels[:10], rng.integers(0, 6, 9), [42]])
+    labels = np.concatenate([train_labels[:10], rng.integers(0, 6, 8), [42, 42]])
     ids = np.concatenate([train_ids[:10], np.arange(500, 510)])
-    got = MF.mia_features(torch.from_numpy(x), labels, train, train_labels, ids=ids, train_ids=train_ids)
+    got = MF.mia_features(torch.from_numpy(x), labels, train, train_labels, ids=ids, reference_ids=train_ids)
 
     z, t = normalize(x.astype(np.float64)), normalize(train.astype(np.float64))
-    names = sorted(set(train_labels) | {42})
-    cent = {}
-    for lab in names:
-        own = t[train_labels == lab] if lab in train_labels else z[labels == lab]
-        cent[lab] = own.sum(0) / np.linalg.norm(own.sum(0))
     for i in range(len(x)):
-        nearest = max(z[i] @ t[j] for j in range(len(t)) if train_ids[j] != ids[i])
-        to_c = sorted((z[i] @ c for c in cent.values()), reverse=True)
-        assert got[i] == pytest.approx([nearest, z[i] @ cent[labels[i]], to_c[0] - to_c[1]], abs=1e-5)
-    # without ids a member finds itself
-    assert MF.mia_features(x, labels, train, train_labels)[:10, 0] == pytest.approx(1.0, abs=1e-5)
+        if i < 10:
+            candidates = [i]  # a member leaves itself out
+        elif labels[i] in train_labels:
+            candidates = list(np.flatnonzero(train_labels == labels[i]))
+        else:
+            candidates = [-1]
+        options = [_brute_features(z[i], labels[i], c, t, train_labels, z, labels, i) for c in candidates]
+        assert any(got[i] == pytest.approx(o, abs=1e-5) for o in options), i
+    assert (got[:10, 0] < 1 - 1e-4).all(), "a member found itself as its nearest neighbour"
+    # the draw of the left-out image is seeded
+    again = MF.mia_features(x, labels, train, train_labels, ids=ids, reference_ids=train_ids)
+    assert np.array_equal(got, again)
 
 
 # ---------------------------------------------------------------------------------------------- search

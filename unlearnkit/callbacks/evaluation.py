@@ -92,19 +92,19 @@ def membership_metrics(ev: EvalEmbeddings, seed: int = 0) -> dict[str, float]:
     """Membership inference of SPEC §3 against the model that produced ``ev``.
 
     Members are the retain training images, non-members the held-out images of retained identities, targets
-    the forget training images. Features come from this model only, against its embeddings of the training
-    images in the evaluation set (forget ∪ retain, so a forgotten sample still has its own identity's
-    neighbours when the model has not forgotten it). Empty when there are too few members or non-members.
+    the forget training images. Features come from this model only, against its embeddings of the retain
+    training images (never a forget image), each sample leaving one reference image out (itself, for a
+    member): see ``mia_features``. Empty when there are too few members or non-members.
     """
     data = ev.retrieval
     z, labels, ids = data["embeddings"].cpu(), data["labels"].cpu(), data["ids"].cpu()
-    train = ev.group("forget_train", "retain_train")
-    if int(train.sum()) < 2:
+    reference = ev.group("retain_train")
+    if int(reference.sum()) < 2:
         return {}
 
     def features(group: str) -> np.ndarray:
         m = ev.group(group)
-        return MF.mia_features(z[m], labels[m], z[train], labels[train], ids[m], ids[train])
+        return MF.mia_features(z[m], labels[m], z[reference], labels[reference], ids[m], ids[reference], seed=seed)
 
     members, nonmembers, targets = features("retain_train"), features("retain_test"), features("forget_train")
     if min(len(members), len(nonmembers)) < 2 or len(targets) == 0:

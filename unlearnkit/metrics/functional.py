@@ -291,7 +291,11 @@ def membership_inference(member_features, nonmember_features, target_features, s
     """Train a logistic-regression attack (members = 1, non-members = 0) and apply it to the targets.
 
     The larger class is subsampled to the smaller one first, so a useless attack scores ~0.5 accuracy on the
-    held-out part (``attack_acc``, ``attack_auc``). ``membership_recall``: share of targets called members.
+    held-out part. On that held-out part: ``attack_acc``, ``attack_auc`` and ``attack_fpr`` (share of
+    non-members called members). ``membership_recall``: share of targets called members (compare it with
+    ``attack_fpr``: a recall at the false-positive rate says nothing). ``forget_auc``: AUC of the attack's
+    scores of the targets against those of the held-out non-members (0.5: the targets look like images the
+    model never trained on).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -316,65 +320,92 @@ def membership_inference(member_features, nonmember_features, target_features, s
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_size, random_state=seed, stratify=y)
     attack = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     attack.fit(x_train, y_train)
-    auc = roc_auc_score(y_test, attack.predict_proba(x_test)[:, 1])
-    recall = float(np.mean(attack.predict(targets) == 1)) if len(targets) else float("nan")
+    test_scores = attack.predict_proba(x_test)[:, 1]
+    auc = roc_auc_score(y_test, test_scores)
+    fpr = float(np.mean(attack.predict(x_test[y_test == 0]) == 1))
+    nan = float("nan")
+    recall, forget_auc = nan, nan
+    if len(targets):
+        recall = float(np.mean(attack.predict(targets) == 1))
+        heldout_scores = test_scores[y_test == 0]
+        target_scores = attack.predict_proba(targets)[:, 1]
+        forget_auc = float(roc_auc_score(np.r_[np.ones(len(target_scores)), np.zeros(len(heldout_scores))],
+                                         np.r_[target_scores, heldout_scores]))
     return {"membership_recall": recall, "attack_acc": float(attack.score(x_test, y_test)),
-            "attack_auc": float(auc)}
+            "attack_auc": float(auc), "attack_fpr": fpr, "forget_auc": forget_auc}
 
 
-def mia_features(embeddings, labels, train_embeddings, train_labels, ids=None, train_ids=None,
-                 chunk_size: int = 4096) -> np.ndarray:
-    """Per-sample attack features (SPEC §3), an (n, 3) float array:
+def mia_features(embeddings, labels, reference_embeddings, reference_labels, ids=None, reference_ids=None,
+                 seed: int = 0, chunk_size: int = 4096) -> np.ndarray:
+    """Per-sample attack features (SPEC §3) against a reference set (the *retain* training embeddings, never a
+    forget image), an (n, 3) float array:
 
-    0. cosine to the nearest training embedding other than the sample itself (matched by ``ids`` against
-       ``train_ids``, so a member is not found as its own neighbour);
-    1. cosine to its label's centroid (normalised mean of the training embeddings of that label; for a label
-       without training embeddings, the centroid of that label among ``embeddings``);
-    2. margin between the highest and second-highest cosine to all centroids (0 with a single centroid).
+    0. cosine to the nearest reference embedding;
+    1. cosine to its label's leave-one-out centroid (normalised sum of the reference embeddings of that label);
+    2. margin between the highest and second-highest cosine to all label centroids (its own the one of 1.).
+
+    Each sample is compared with the reference set less one image, so that members and non-members drawn from
+    one distribution get features of one distribution (a member must not find itself, in its neighbours or
+    in its centroid): a member (its id in ``reference_ids``) leaves itself out; any other sample leaves out
+    one seeded random reference image of its own label. A label absent from the reference (a forgotten
+    person in the identity protocol) uses the leave-one-out centroid of that label among ``embeddings``.
     """
     from unlearnkit.metrics.search import knn
 
     x = _embeddings(embeddings).cpu()
-    t = _embeddings(train_embeddings).cpu()
-    if (ids is None) != (train_ids is None):
-        raise ValueError("give both ids and train_ids (to exclude self-matches) or neither")
+    r = _embeddings(reference_embeddings).cpu()
+    if (ids is None) != (reference_ids is None):
+        raise ValueError("give both ids and reference_ids (to leave members out) or neither")
     labels_np = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
-    train_np = np.asarray(train_labels.detach().cpu() if isinstance(train_labels, torch.Tensor)
-                          else train_labels).reshape(-1)
-    if len(labels_np) != len(x) or len(train_np) != len(t):
-        raise ValueError("one label per embedding is needed for both the samples and the training set")
+    ref_np = np.asarray(reference_labels.detach().cpu() if isinstance(reference_labels, torch.Tensor)
+                        else reference_labels).reshape(-1)
+    if len(labels_np) != len(x) or len(ref_np) != len(r):
+        raise ValueError("one label per embedding is needed for both the samples and the reference set")
+    if len(r) < 2:
+        raise ValueError(f"membership features need >= 2 reference embeddings, got {len(r)}")
 
-    if ids is not None:
-        ids_t = torch.as_tensor(ids).reshape(-1).long().cpu()
-        train_ids_t = torch.as_tensor(train_ids).reshape(-1).long().cpu()
-        # the sample itself is at most one neighbour, so the best other one is within the top 2
-        scores, index = knn(x, t, min(2, len(t)), chunk_size=chunk_size)
-        is_self = train_ids_t[index.clamp(min=0)] == ids_t.unsqueeze(1)
-        is_self |= index < 0
-        first_other = is_self[:, 0].long()
-        if scores.shape[1] < 2:
-            nearest = torch.where(is_self[:, 0], torch.full_like(scores[:, 0], float("nan")), scores[:, 0])
-        else:
-            nearest = scores.gather(1, first_other.unsqueeze(1)).squeeze(1)
-            nearest = torch.where(is_self.all(1), torch.full_like(nearest, float("nan")), nearest)
-    else:
-        nearest = knn(x, t, 1, chunk_size=chunk_size)[0][:, 0]
-
-    names = np.unique(np.concatenate([train_np, labels_np]))
-    train_codes = torch.from_numpy(np.searchsorted(names, train_np))
+    names = np.unique(np.concatenate([ref_np, labels_np]))
+    ref_codes = torch.from_numpy(np.searchsorted(names, ref_np))
     codes = torch.from_numpy(np.searchsorted(names, labels_np))
-    sums = torch.zeros(len(names), x.shape[1]).index_add_(0, train_codes, t)
-    counts = torch.bincount(train_codes, minlength=len(names))
-    missing = counts == 0
-    if missing.any():  # labels never seen in training: their own centroid among the given samples
-        own = torch.zeros(len(names), x.shape[1]).index_add_(0, codes, x)
-        sums[missing] = own[missing]
-    centroids = F.normalize(sums, dim=1)
-    to_centroids = x @ centroids.T
-    own_cos = to_centroids.gather(1, codes.unsqueeze(1)).squeeze(1)
-    if len(names) >= 2:
-        top = to_centroids.topk(2, dim=1).values
-        margin = top[:, 0] - top[:, 1]
-    else:
-        margin = torch.zeros(len(x))
+    counts = torch.bincount(ref_codes, minlength=len(names))
+
+    # the reference image each sample leaves out (-1: none, for a label absent from the reference)
+    left_out = torch.full((len(x),), -1, dtype=torch.long)
+    if ids is not None:
+        position = {int(i): p for p, i in enumerate(torch.as_tensor(reference_ids).reshape(-1).tolist())}
+        own = [position.get(int(i), -1) for i in torch.as_tensor(ids).reshape(-1).tolist()]
+        left_out = torch.tensor(own, dtype=torch.long).reshape(-1)
+    by_label = torch.sort(ref_codes, stable=True).indices
+    starts = torch.cumsum(counts, 0) - counts
+    draw = (left_out < 0) & (counts[codes] > 0)
+    u = torch.from_numpy(np.random.default_rng([seed, 13]).random(len(x)))
+    pick = starts[codes] + (u * counts[codes]).long().clamp(max=(counts[codes] - 1).clamp(min=0))
+    left_out = torch.where(draw, by_label[pick.clamp(max=len(r) - 1)], left_out)
+
+    # 0. nearest reference embedding other than the left-out one (which is at most one of the best two)
+    scores, index = knn(x, r, 2, chunk_size=chunk_size)
+    skip = index[:, 0] == left_out
+    nearest = torch.where(skip, scores[:, 1], scores[:, 0])
+
+    # 1. leave-one-out centroid of the own label
+    sums = torch.zeros(len(names), x.shape[1]).index_add_(0, ref_codes, r)
+    own_sum = sums[codes] - torch.where((left_out >= 0).unsqueeze(1), r[left_out.clamp(min=0)],
+                                        torch.zeros_like(x))
+    absent = counts[codes] == 0
+    if absent.any():  # labels never in the reference: leave-one-out among the samples of that label
+        sample_sums = torch.zeros(len(names), x.shape[1]).index_add_(0, codes, x)
+        own_sum = torch.where(absent.unsqueeze(1), sample_sums[codes] - x, own_sum)
+    own_cos = (x * F.normalize(own_sum, dim=1)).sum(1)
+
+    # 2. top-1 minus top-2 cosine over the reference labels' centroids, the own label's left-one-out
+    present = (counts > 0).nonzero().squeeze(1)
+    column = torch.full((len(names),), -1, dtype=torch.long)
+    column[present] = torch.arange(len(present))
+    to_centroids = torch.cat([x @ F.normalize(sums[present], dim=1).T,
+                              torch.full((len(x), 1), -math.inf)], 1)
+    rows = torch.arange(len(x))
+    to_centroids[rows, torch.where(absent, len(present), column[codes])] = own_cos
+    top = to_centroids.topk(min(2, to_centroids.shape[1]), dim=1).values
+    margin = top[:, 0] - top[:, 1] if top.shape[1] == 2 else torch.zeros(len(x))
+    margin = torch.where(torch.isfinite(margin), margin, torch.zeros_like(margin))
     return torch.stack([nearest, own_cos, margin], 1).numpy().astype(np.float64)
