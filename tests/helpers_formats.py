@@ -148,6 +148,36 @@ def python2_bin_pickle(bins: list[bytes], issame: list[bool]) -> bytes:
     return bytes(out)
 
 
+def write_insightface_array_bin(path: Path, jpegs: list[bytes], issame: list[bool]) -> None:
+    """As insightface's ``build_eval_pack.py`` writes a .bin: each image the uint8 array ``cv2.imencode``
+    returns (here ``np.frombuffer`` of JPEG bytes), ``pickle.dump((bins, issame_list), f, HIGHEST_PROTOCOL)``."""
+    bins = [np.frombuffer(data, dtype=np.uint8) for data in jpegs]
+    with open(path, "wb") as handle:
+        pickle.dump((bins, issame), handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _py2_str(text: bytes) -> bytes:
+    """A Python 2 ``str`` at protocol 2: SHORT_BINSTRING, or BINSTRING from 256 bytes on."""
+    if len(text) < 256:
+        return b"U" + bytes([len(text)]) + text
+    return b"T" + struct.pack("<I", len(text)) + text
+
+
+def python2_array_bin_pickle(jpegs: list[bytes], issame: list[bool]) -> bytes:
+    """What ``build_eval_pack.py`` wrote under Python 2 and numpy 1 (protocol 2, its highest): each image a uint8
+    array rebuilt by ``numpy.core.multiarray._reconstruct``, its dtype ``numpy.dtype('u1', 0, 1)`` and its data
+    a ``str``."""
+    out = bytearray(b"\x80\x02(")
+    for data in jpegs:
+        out += b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + _py2_str(b"b") + b"\x87R"
+        out += b"(K\x01J" + struct.pack("<i", len(data)) + b"\x85"
+        out += b"cnumpy\ndtype\n" + _py2_str(b"u1") + b"K\x00K\x01\x87R"
+        out += b"(K\x03" + _py2_str(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+        out += b"\x89" + _py2_str(data) + b"tb"
+    out += b"l(" + b"".join(b"\x88" if same else b"\x89" for same in issame) + b"l\x86."
+    return bytes(out)
+
+
 def write_vggface2(root: Path, people: dict[str, tuple[str, int]], split: str = "train") -> list[str]:
     """``root/<split>/<class_id>/<nnnn>_01.jpg``, ``<split>_list.txt`` and ``identity_meta.csv``.
 

@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from conftest import ARCH
-from helpers_formats import jpeg_bytes, write_recordio
+from helpers_formats import jpeg_bytes, write_insightface_array_bin, write_recordio
 from PIL import Image
 
 from unlearnkit.cli.main import main
@@ -40,6 +41,15 @@ class Payload:
 
     def __reduce__(self):
         return builtins.open, (str(self.marker), "w")
+
+
+class NumpyPayload(Payload):
+    """The same through a numpy function: numpy.testing's ``runstring`` exec()s its argument."""
+
+    def __reduce__(self):
+        from numpy.testing._private.utils import runstring
+
+        return runstring, (f"open({str(self.marker)!r}, 'w').close()", {})
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +89,8 @@ def files(tiny_faces, original_ckpt, tmp_path_factory) -> SimpleNamespace:
 
     f.pairs = root / "pairs.txt"
     f.pairs.write_text("id00000/000.jpg\tid00000/001.jpg\t1\nid00000/000.jpg\tid00001/nope.jpg\t0\n")
+    f.array_bin = root / "cfp_fp.bin"  # build_eval_pack.py's flavour: images as uint8 arrays
+    write_insightface_array_bin(f.array_bin, [jpeg_bytes(k, 32) for k in range(4)], [True, False])
     f.truncated_bin = root / "lfw.bin"
     data = pickle.dumps(([jpeg_bytes(0, 32), jpeg_bytes(1, 32)], [True]), protocol=pickle.HIGHEST_PROTOCOL)
     f.truncated_bin.write_bytes(data[: len(data) // 2])
@@ -244,6 +256,15 @@ def test_folder_of_grey_pgm_faces_trains(files, tmp_path, capsys):
     assert "\nid00000/000.pgm,id00000," in (tmp_path / "run" / "split.csv").read_text()
 
 
+def test_insightface_bin_of_uint8_arrays_through_the_cli(files, tmp_path, capsys):
+    """A .bin written by build_eval_pack.py (images as uint8 arrays) loads as a verification set."""
+    pairs = json.dumps([{"name": "cfp_fp", "format": "bin", "path": str(files.array_bin)}])
+    code, err = run(pretrain(files, "--data.pairs", pairs), tmp_path / "run", capsys)
+    assert code == 0, err
+    written = (tmp_path / "run" / "pairs-cfp_fp.txt").read_text().splitlines()
+    assert written[1:] == ["cfp_fp.bin#0\tcfp_fp.bin#1\t1\t0", "cfp_fp.bin#2\tcfp_fp.bin#3\t0\t0"]
+
+
 def test_corrupt_images_skipped_and_counted(files, tmp_path, capsys):
     """``on_bad_image: skip``: the run finishes; the three unreadable images are counted once each."""
     code, err = run(pretrain(files, "--trainer.max_steps", "-1", "--trainer.max_epochs", "1",
@@ -285,13 +306,17 @@ def crafted(tmp_path) -> SimpleNamespace:
     torch.save({"conv1.weight": torch.zeros(1), "fc": Payload(c.marker)}, c.pth)
     c.bin = tmp_path / "lfw.bin"
     c.bin.write_bytes(pickle.dumps(([Payload(c.marker), b"x"], [True])))
+    c.numpy_bin = tmp_path / "cfp_fp.bin"  # uint8 arrays, as build_eval_pack.py writes, and a numpy call
+    jpeg = np.frombuffer(jpeg_bytes(0, 32), np.uint8)
+    c.numpy_bin.write_bytes(pickle.dumps(([jpeg, NumpyPayload(c.marker)], [True]), protocol=pickle.HIGHEST_PROTOCOL))
     for path in (c.ckpt, c.pth):  # the payloads are real: an unrestricted load runs them
         torch.load(path, weights_only=False)
         assert c.marker.exists()
         c.marker.unlink()
-    pickle.loads(c.bin.read_bytes())
-    assert c.marker.exists()
-    c.marker.unlink()
+    for path in (c.bin, c.numpy_bin):
+        pickle.loads(path.read_bytes())
+        assert c.marker.exists()
+        c.marker.unlink()
     return c
 
 
@@ -303,6 +328,9 @@ def test_crafted_files_through_the_cli_run_nothing(crafted, files, tmp_path, cap
         (pretrain(files, "--ckpt_path", str(crafted.ckpt)), refused),
         (pretrain(files, "--data.pairs", json.dumps([{"name": "lfw", "format": "bin", "path": str(crafted.bin)}])),
          r"lfw\.bin: refuses to load this pickle: it asks for (builtins|io)\.open, which could run code"),
+        (pretrain(files, "--data.pairs", json.dumps([{"name": "cfp", "format": "bin", "path": str(crafted.numpy_bin)}])),
+         r"cfp_fp\.bin: refuses to load this pickle: it asks for numpy\.testing\._private\.utils\.runstring, "
+         r"which could run code"),
     ]):
         code, err = run(args, tmp_path / f"run{n}", capsys)
         assert_one_clear_line(code, err, pattern)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import pickletools
+import re
 import struct
 from pathlib import Path
 
@@ -18,10 +19,12 @@ from helpers_formats import (
     image_of_kind,
     irheader,
     jpeg_bytes,
+    python2_array_bin_pickle,
     python2_bin_pickle,
     smooth_rgb,
     write_celeba,
     write_image,
+    write_insightface_array_bin,
     write_insightface_bin,
     write_lfw_tree,
     write_recordio,
@@ -259,6 +262,20 @@ def test_python2_bin_loads(tmp_path):
     assert pairs.issame == [False, True] and pairs.images.bins == bins
 
 
+def test_bin_of_uint8_arrays_loads(tmp_path):
+    """build_eval_pack.py's flavour: images as the uint8 arrays of cv2.imencode, pickled by Python 3 (protocol 5,
+    numpy._core names) and by Python 2 with numpy 1 (protocol 2, numpy.core names, str data)."""
+    jpegs = [jpeg_bytes(k, size=48) for k in range(6)]
+    write_insightface_array_bin(tmp_path / "cfp_fp.bin", jpegs, [True, False, True])
+    assert pickle.loads((tmp_path / "cfp_fp.bin").read_bytes())[0][0].dtype == np.uint8  # the flavour is real
+    (tmp_path / "agedb_30.bin").write_bytes(python2_array_bin_pickle(jpegs, [True, False, True]))
+    for name in ("cfp_fp.bin", "agedb_30.bin"):
+        pairs = load_bin(tmp_path / name)
+        assert pairs.images.bins == jpegs, name
+        assert pairs.issame == [True, False, True] and pairs.pairs == [(0, 1), (2, 3), (4, 5)]
+        assert pairs.load(5).mode == "RGB" and pairs.load(5).size == (48, 48)
+
+
 class WritesMarker:
     """What an attacker would put in a .bin: unpickling it calls os.system."""
 
@@ -277,6 +294,74 @@ def test_bin_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"refuses to load.*(posix|os)\.system.*could run code"):
         load_bin(tmp_path / "evil.bin")
     assert not marker.exists()
+
+
+class Runs:
+    """Unpickling this calls ``function(*args)``: each attack below is checked to be live before it is refused."""
+
+    def __init__(self, function, *args) -> None:
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+def attacks(marker: Path) -> dict[str, bytes]:
+    """Pickles that create ``marker`` when loaded unrestricted, each shaped like a .bin of uint8 arrays."""
+    import builtins
+    import subprocess
+
+    from numpy.testing._private.utils import runstring  # exec()s its argument
+
+    images = [np.frombuffer(jpeg_bytes(k, size=32), np.uint8) for k in range(2)]
+    touch = f"open({str(marker)!r}, 'w').close()"
+
+    def bin_with(hidden, protocol=pickle.HIGHEST_PROTOCOL) -> bytes:
+        return pickle.dumps(([images[0], hidden, images[1], images[0]], [True, False]), protocol=protocol)
+
+    return {
+        "os.system": bin_with(Runs(os.system, f"touch {marker}"), protocol=2),
+        "exec": bin_with(Runs(builtins.exec, touch)),
+        "eval": bin_with(Runs(builtins.eval, touch)),
+        "subprocess": bin_with(Runs(subprocess.call, ["touch", str(marker)])),
+        "STACK_GLOBAL (protocol 4)": bin_with(Runs(os.system, f"touch {marker}"), protocol=4),
+        "a call hidden in the list": pickle.dumps(([images[0], [[Runs(builtins.eval, touch)]]], [True])),
+        "a numpy function that runs code": bin_with(Runs(runstring, touch, {})),
+    }
+
+
+def test_bin_attacks_are_refused_with_one_line(tmp_path):
+    marker = tmp_path / "pwned"
+    for name, payload in attacks(marker).items():
+        pickle.loads(payload)  # live: an unrestricted load runs it
+        assert marker.exists(), name
+        marker.unlink()
+        (tmp_path / "evil.bin").write_bytes(payload)
+        with pytest.raises(DataError) as refused:
+            load_bin(tmp_path / "evil.bin")
+        message = str(refused.value)
+        assert "\n" not in message and re.search(r"evil\.bin: refuses to load this pickle: it asks for "
+                                                 r"\S+, which could run code; only plain data .* and 1-D uint8 "
+                                                 r"numpy arrays are accepted$", message), (name, message)
+        assert not marker.exists(), name
+
+
+def test_bin_arrays_other_than_1d_uint8_are_refused(tmp_path):
+    """Only the numpy names that rebuild a 1-D uint8 array resolve, and only with such an array's arguments."""
+    jpeg = np.frombuffer(jpeg_bytes(0, size=32), np.uint8)
+    cases = {
+        "float64": (np.zeros(3), r"a numpy array of dtype 'f8'"),
+        "column (N, 1)": (jpeg.reshape(-1, 1), r"an array of shape \(\d+, 1\)"),
+        "object": (np.array([b"x", None], dtype=object), r"numpy array of dtype 'O8'"),
+        "numpy scalar": (np.uint8(3), r"numpy\._core\.multiarray\.scalar, which could run code"),
+        "another numpy name": (np.linspace, r"numpy\.linspace, which could run code"),
+    }
+    for name, (value, pattern) in cases.items():
+        for protocol in (2, 4, 5):
+            (tmp_path / "odd.bin").write_bytes(pickle.dumps(([jpeg, value], [True]), protocol=protocol))
+            with pytest.raises(DataError, match=r"odd\.bin: refuses to load this pickle: it asks for ") as refused:
+                load_bin(tmp_path / "odd.bin")
+        assert re.search(pattern, str(refused.value)), (name, str(refused.value))
 
 
 def test_restricted_loads_plain_data_only():

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from unlearnkit.data.sources import IMAGE_SUFFIXES, decode_image, to_rgb
@@ -104,25 +105,32 @@ class FileImages:
 def load_bin(path: str | Path, image_size: int | tuple[int, int] | None = None) -> PairSet:
     """insightface's ``lfw.bin`` / ``agedb_30.bin`` / ``cfp_fp.bin``: a pickle of ``(bins, issame_list)``.
 
-    Image ``2k`` and ``2k + 1`` form pair ``k``. The pickle is read without allowing any globals, so a
-    tampered file is refused instead of running code.
+    Image ``2k`` and ``2k + 1`` form pair ``k``. Both flavours insightface writes are read: images as encoded
+    bytes (the published files, Python 2 or 3) and as the 1-D ``uint8`` arrays of ``cv2.imencode``
+    (``build_eval_pack.py``). The pickle is read allowing no globals but the few numpy names that rebuild such
+    an array (``restricted_loads(uint8_arrays=True)``), so a tampered file is refused instead of running code.
     """
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"verification file {path} does not exist: give an insightface .bin (e.g. lfw.bin)")
-    content = restricted_loads(path.read_bytes(), what=str(path))
-    if not (isinstance(content, (tuple, list)) and len(content) == 2):
+    content = restricted_loads(path.read_bytes(), what=str(path), uint8_arrays=True)
+    if not (isinstance(content, (tuple, list)) and len(content) == 2 and isinstance(content[0], (tuple, list))
+            and isinstance(content[1], (tuple, list))):
         raise DataError(f"{path} is not an insightface .bin: expected a pickled (bins, issame_list)")
-    bins, issame = content
-    if not all(isinstance(b, (bytes, bytearray)) for b in bins):
-        raise DataError(f"{path}: the images must be encoded bytes (JPEG/PNG), as insightface writes them")
+    bins, issame = list(content[0]), content[1]
+    for k, image in enumerate(bins):
+        if isinstance(image, np.ndarray) and image.ndim == 1 and image.dtype == np.uint8:
+            bins[k] = image.tobytes()
+        elif not isinstance(image, (bytes, bytearray)):
+            raise DataError(f"{path}: image {k} is a {type(image).__name__}, not encoded bytes or a 1-D uint8 array "
+                            "of a JPEG/PNG, as insightface writes them")
     if len(bins) != 2 * len(issame):
         raise DataError(
             f"{path} holds {len(bins)} images for {len(issame)} pairs; expected two images per pair"
         )
     pairs = [(2 * k, 2 * k + 1) for k in range(len(issame))]
     return PairSet(
-        images=EncodedImages(list(bins), str(path), image_size),
+        images=EncodedImages(bins, str(path), image_size),
         pairs=pairs,
         issame=[bool(s) for s in issame],
         name=path.stem,
