@@ -102,7 +102,9 @@ def load_backbone_weights(
 
     ``prefix`` selects and strips keys (``"backbone."`` for our Lightning checkpoints); by default the
     prefix among ``"", "backbone.", "student.", "model.", "module."`` that matches most of the model's
-    keys is used. A mismatch raises ``CheckpointError`` with one line naming the keys at fault.
+    keys is used. BatchNorm's ``num_batches_tracked`` counters, which converted and exported weights often lack
+    and which no forward pass reads, are filled with the model's own; every other key must match. A mismatch
+    raises ``CheckpointError`` with one line naming the keys at fault.
     """
     state, source = read_state_dict(path_or_state_dict)
     expected = model.state_dict()
@@ -111,6 +113,9 @@ def load_backbone_weights(
     if not _strip(state, prefix):
         raise CheckpointError(f"{source}: no keys start with {prefix!r} (keys: {_few(state)})")
     state = _strip(state, prefix)
+    for key in expected:
+        if key.endswith(".num_batches_tracked") and key not in state:
+            state[key] = expected[key]
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     shapes = [
@@ -130,7 +135,6 @@ def load_backbone_weights(
             f"{source}: weights do not fit {type(model).__name__}"
             f"{f' (keys prefixed {prefix!r})' if prefix else ''}: {'; '.join(problems)}. "
             "Build the backbone with the name, embedding_size and image_size these weights were trained with"
-            f"{', or pass strict=False to load a partial match' if not shapes else ''}"
         )
     model.load_state_dict(state, strict=strict)
     return model
