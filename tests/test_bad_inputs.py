@@ -87,6 +87,9 @@ def files(tiny_faces, original_ckpt, tmp_path_factory) -> SimpleNamespace:
         f.lists[name] = root / f"forget_{name}.txt"
         f.lists[name].write_text("".join(f"{line}\n" for line in lines))
 
+    f.few_pairs = root / "few_pairs.txt"  # 4 pairs, fewer than the 10 folds of the verification protocol
+    f.few_pairs.write_text("".join(f"id0000{k}/000.jpg\tid0000{k + j}/001.jpg\t{int(j == 0)}\n"
+                                   for k in range(2) for j in range(2)))
     f.pairs = root / "pairs.txt"
     f.pairs.write_text("id00000/000.jpg\tid00000/001.jpg\t1\nid00000/000.jpg\tid00001/nope.jpg\t0\n")
     f.array_bin = root / "cfp_fp.bin"  # build_eval_pack.py's flavour: images as uint8 arrays
@@ -135,6 +138,7 @@ def files(tiny_faces, original_ckpt, tmp_path_factory) -> SimpleNamespace:
     return f
 
 
+EVALUATION = "unlearnkit.callbacks.evaluation.FaceEvaluation"
 QUIET = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.logger", "false",
          "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--wandb", "false"]
 
@@ -211,6 +215,11 @@ CASES = {
         lambda f: pretrain(f, "--data.pairs", json.dumps([{"name": "p", "format": "list", "path": str(f.pairs),
                                                             "image_root": str(f.faces)}])),
         r"line 2 names .*id00001/nope\.jpg, which does not exist"),
+    "pair set smaller than the folds": (
+        lambda f: pretrain(f, "--data.pairs", json.dumps([{"name": "few", "format": "list", "path": str(f.few_pairs),
+                                                            "image_root": str(f.faces)}]),
+                           "--trainer.callbacks", json.dumps([{"class_path": EVALUATION}])),
+        r"verification set 'few' has 4 pairs, fewer than the 10 folds .*: give a set of at least 10 pairs"),
     "truncated .bin": (
         lambda f: pretrain(f, "--data.pairs", json.dumps([{"name": "lfw", "format": "bin",
                                                             "path": str(f.truncated_bin)}])),
@@ -253,6 +262,7 @@ def test_user_mistake_is_one_clear_error_line(case, files, tmp_path, capsys):
     build, pattern = CASES[case]
     code, err = run(build(files), tmp_path / "run", capsys)
     assert_one_clear_line(code, err, pattern)
+    assert not list((tmp_path / "run").glob("checkpoints/*.ckpt")), "stopped only after training"
 
 
 def test_folder_of_grey_pgm_faces_trains(files, tmp_path, capsys):

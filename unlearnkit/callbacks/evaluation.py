@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit.data.datamodule import GROUP_ID
-from unlearnkit.errors import ConfigError
+from unlearnkit.errors import ConfigError, DataError
 from unlearnkit.metrics import functional as MF
 from unlearnkit.metrics.collector import EmbeddingCollector
 from unlearnkit.utils.io import atomic_open, write_json
@@ -245,6 +245,8 @@ class FaceEvaluation(L.Callback):
             raise ConfigError(f"ues_reference must be 'original' or 'oracle', got {ues_reference!r}")
         if ues_reference == "oracle" and not oracle:
             raise ConfigError("ues_reference: oracle needs the retrain checkpoint: set oracle: <path>")
+        if folds < 2:
+            raise ConfigError(f"folds must be ≥ 2 (thresholds are chosen on the other folds), got {folds}")
         self.ues_metric, self.ues_reference, self.oracle = ues_metric, ues_reference, oracle
         self.mia, self.plots, self.per_identity, self.save_embeddings = mia, plots, per_identity, save_embeddings
         self.seed = seed
@@ -253,6 +255,15 @@ class FaceEvaluation(L.Callback):
         self.last_ev: EvalEmbeddings | None = None
         self.references: dict[str, tuple[EvalEmbeddings, dict[str, float]]] = {}
         self._references_for = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Pair sets are checked as soon as the data module has loaded them: one too small for the folds would
+        otherwise fail at the first evaluation, after a whole epoch of training."""
+        for pair_set in getattr(trainer.datamodule, "pair_sets", None) or []:
+            if len(pair_set) < self.folds:
+                raise DataError(f"verification set {pair_set.name!r} has {len(pair_set)} pairs, fewer than the "
+                                f"{self.folds} folds of the verification protocol: give a set of at least "
+                                f"{self.folds} pairs, or set a smaller folds in the FaceEvaluation callback's init_args")
 
     # ------------------------------------------------------------------ gathering the evaluated model
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
