@@ -103,6 +103,10 @@ def files(tiny_faces, original_ckpt, tmp_path_factory) -> SimpleNamespace:
     write_recordio(f.rec_truncated, rec_images, header=False)
     rec = f.rec_truncated / "train.rec"
     rec.write_bytes(rec.read_bytes()[:-100])
+    f.rec_cut_last = root / "rec_cut_last"  # insightface's layout, the last (identity) record cut
+    write_recordio(f.rec_cut_last, rec_images)
+    rec = f.rec_cut_last / "train.rec"
+    rec.write_bytes(rec.read_bytes()[:-4])
     f.rec_mismatch = root / "rec_mismatch"
     write_recordio(f.rec_mismatch, rec_images)
     idx = f.rec_mismatch / "train.idx"
@@ -185,6 +189,8 @@ CASES = {
     "unknown data format": (lambda f: pretrain(f, "--data.format", "lmdb"), r"unknown data format 'lmdb'"),
     "truncated .rec": (lambda f: pretrain(f, "--data.format", "recordio", root=f.rec_truncated),
                        r"train\.rec is truncated.*re-copy"),
+    ".rec whose last record is cut": (lambda f: pretrain(f, "--data.format", "recordio", root=f.rec_cut_last),
+                                      r"train\.rec is truncated: record 12 at offset \d+ needs 32 bytes .*re-copy"),
     ".idx disagrees with .rec": (lambda f: pretrain(f, "--data.format", "recordio", root=f.rec_mismatch),
                                  r"train\.idx disagrees with .*train\.rec.*rebuild"),
     "corrupt image (stop)": (lambda f: pretrain(f, "--trainer.max_steps", "-1", "--trainer.max_epochs", "1",

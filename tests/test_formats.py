@@ -212,6 +212,21 @@ def test_recordio_truncated_record(tmp_path, rec_images):
         RecordIOSource(tmp_path)
 
 
+def test_recordio_whose_last_record_is_cut(tmp_path, rec_images):
+    """insightface's layout ends with per-identity records the reader never needs: a download that stopped inside
+    the last one is still refused when the file opens."""
+    write_recordio(tmp_path, rec_images, header=True)
+    rec = tmp_path / "train.rec"
+    whole = rec.read_bytes()
+    last_key, last_offset = (tmp_path / "train.idx").read_text().split()[-2:]
+    assert int(last_key) == len(rec_images) + 3 and int(last_offset) + 40 == len(whole)  # the last identity's record
+    for cut in (4, 36):  # inside its payload, inside its 8-byte frame
+        rec.write_bytes(whole[:-cut])
+        with pytest.raises(DataError, match=rf"train\.rec is truncated: record {last_key} at offset {last_offset} "
+                                            r".*re-copy the \.rec"):
+            RecordIOSource(tmp_path)
+
+
 def test_recordio_idx_that_disagrees_with_rec(tmp_path, rec_images):
     write_recordio(tmp_path, rec_images)
     idx = tmp_path / "train.idx"

@@ -65,6 +65,10 @@ class RecordIOSource(FaceSource):
                     f"{self.rec_path} is not an MXNet RecordIO file (bad magic at offset 0): give the .rec "
                     "written by insightface / mxnet's im2rec"
                 )
+            # a download that stopped early cuts the last record: check the one at the largest offset whole (the
+            # images' frames are checked below, but insightface's identity records after them are never read)
+            last = max(offsets, key=offsets.__getitem__)
+            self._read_record(handle, last, offsets[last])
             image_keys = self._image_keys(handle, offsets)
             self.offsets = [offsets[k] for k in image_keys]
             self.identities = [str(int(self._label(handle, k, offsets[k]))) for k in image_keys]
