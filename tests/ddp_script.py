@@ -1,8 +1,10 @@
 """Entry point of the multi-process tests (tests/test_ddp.py): run as a script, never inside pytest.
 
-``python tests/ddp_script.py eval|train --data DIR --original CKPT --out DIR [--devices 2]`` runs the
-evaluation, or a few unlearning steps of CURE, dispersion and a pseudo-label method, under
-``accelerator=cpu, strategy=ddp`` (gloo; the evaluation also on GPUs with ``--accelerator gpu``, nccl).
+``python tests/ddp_script.py eval|train|sync --data DIR --original CKPT --out DIR [--devices 2]`` runs the
+evaluation, a few unlearning steps of CURE, dispersion and a pseudo-label method (``train``), or one whole
+epoch of each method variant named by ``--variants`` on data whose batch count no world size divides
+(``sync``), under ``accelerator=cpu, strategy=ddp`` (gloo; the evaluation also on GPUs with
+``--accelerator gpu``, nccl).
 Lightning starts the other ranks by re-running this command; every rank writes what it holds to ``--out``
 (``eval_rank{r}.json``, ``train_rank{r}.pt``), so the test can compare ranks with each other and with a
 single process.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -21,10 +24,12 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import tiny_datamodule  # noqa: E402
+from conftest import ARCH, tiny_datamodule  # noqa: E402
 
 from unlearnkit.callbacks.evaluation import FaceEvaluation  # noqa: E402
-from unlearnkit.methods.base import Pretrain  # noqa: E402
+from unlearnkit.data.samplers import PKSampler  # noqa: E402
+from unlearnkit.methods import load_all  # noqa: E402
+from unlearnkit.methods.base import Pretrain, UnlearningMethod  # noqa: E402
 from unlearnkit.methods.cure import Cure  # noqa: E402
 from unlearnkit.methods.dispersion import Dispersion  # noqa: E402
 from unlearnkit.methods.finetune import Finetune  # noqa: E402
@@ -107,9 +112,67 @@ def train(data: str, original: str, devices: int, strategy: str, root: str) -> d
     return out
 
 
+# Data of the rank-synchronisation runs: 12 identities × 7 training images (one held out), batches of 8 (P×K =
+# 2 × 4). No epoch's batch count is a multiple of 2 or 3: forget 49 / retain 35 / train 84 images (identity
+# protocol, 7 people forgotten) are 7 / 5 / 11 batches, forget 33 / retain 51 (sample protocol) 5 / 7; and no
+# rank's last batch of retain or train images is a single image (BatchNorm in train mode refuses one).
+SYNC_DATA = dict(heldout_per_identity=1, batch_size=8, pk_identities=2, pk_images=4)
+SYNC_FORGET = {"identity": 7, "sample": 33}
+
+
+def variants() -> dict[str, dict]:
+    """Every registered method as it can be run: supervised ones with identity labels (identity protocol) and
+    label-free on pseudo-labels with a retain term (sample protocol); label-free ones on the sample protocol."""
+    out = {}
+    for name, cls in sorted(load_all().items()):
+        if not issubclass(cls, UnlearningMethod):
+            out[name] = dict(name=name, protocol="identity", kwargs={})
+        elif cls.needs_labels:
+            out[name] = dict(name=name, protocol="identity", kwargs={})
+            out[f"{name}-pseudo"] = dict(name=name, protocol="sample",
+                                         kwargs=dict(labels="pseudo", num_clusters=6, retain_weight=0.5))
+        else:
+            out[name] = dict(name=name, protocol="sample", kwargs={})
+    return out
+
+
+def build_variant(variant: dict, data: str, original: str):
+    """The module and data module of a ``variants()`` entry on the synchronisation data."""
+    cls = load_all()[variant["name"]]
+    if issubclass(cls, UnlearningMethod):
+        model = cls(original=original, lr=1e-3, **variant["kwargs"])
+    else:
+        model = cls(**ARCH, lr=1e-2)
+    dm = tiny_datamodule(data, protocol=variant["protocol"],
+                         forget=SYNC_FORGET[variant["protocol"]], **SYNC_DATA)
+    return model, dm
+
+
+def epoch_batches(dm, model) -> int:
+    """Batches of the part that fixes the epoch length, over all ranks, before padding to the world size."""
+    loader = dm._train_loaders[model.train_parts[0]]
+    sampler = loader.sampler.sampler
+    if isinstance(sampler, PKSampler):
+        return sampler.num_batches
+    return math.ceil(sampler.num_samples / loader.batch_size)
+
+
+def sync(data: str, original: str, devices: int, strategy: str, root: str, names: list[str]) -> dict:
+    """One whole epoch of each named variant: the steps and parameters each rank ends with."""
+    table, out = variants(), {}
+    for name in names:
+        L.seed_everything(0)
+        model, dm = build_variant(table[name], data, original)
+        trainer = make_trainer(devices, strategy, root, max_epochs=1, limit_val_batches=0)
+        trainer.fit(model, datamodule=dm)
+        out[name] = {**_params(model, original), "epoch_batches": epoch_batches(dm, model),
+                     "rank_batches": trainer.num_training_batches}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("task", choices=["eval", "train"])
+    parser.add_argument("task", choices=["eval", "train", "sync"])
     parser.add_argument("--data", required=True)
     parser.add_argument("--original", required=True)
     parser.add_argument("--out", required=True)
@@ -117,6 +180,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--strategy", default="ddp")
     parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--variants", default="", help="comma-separated names of variants() for sync")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -124,14 +188,16 @@ def main() -> None:
     if args.task == "eval":
         result = evaluate(args.data, args.original, args.pairs, args.devices, args.strategy, str(out),
                           args.accelerator)
-    else:
+    elif args.task == "train":
         result = train(args.data, args.original, args.devices, args.strategy, str(out))
+    else:
+        result = sync(args.data, args.original, args.devices, args.strategy, str(out), args.variants.split(","))
     rank = int(os.environ.get("LOCAL_RANK", "0")) if args.devices > 1 else 0
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     if args.task == "eval":
         (out / f"eval_rank{rank}.json").write_text(json.dumps({"world_size": world, "metrics": result}))
     else:
-        torch.save({"world_size": world, **result}, out / f"train_rank{rank}.pt")
+        torch.save({"world_size": world, **result}, out / f"{args.task}_rank{rank}.pt")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Multi-process DDP on the CPU (gloo): exact metrics, identical ranks, K-means once on rank 0.
+"""Multi-process DDP on the CPU (gloo): exact metrics, identical ranks, K-means once on rank 0, and every
+method's training loaders giving every rank the same number of batches (else DDP desynchronises).
 
 Each DDP run is a subprocess of ``tests/ddp_script.py`` (``strategy="ddp"`` inside pytest would re-run the
 whole session on rank 1); the single-process reference runs in-process through the same function.
@@ -7,12 +8,15 @@ whole session on rank 1); the single-process reference runs in-process through t
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import ddp_script
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -86,6 +90,65 @@ def test_training_ranks_stay_identical_and_kmeans_runs_once(tiny_faces, original
         for key in keys:
             assert torch.equal(rank0[method][key], rank1[method][key]), f"{method} {key} differs between ranks"
     assert (rank0["cure"]["forget_cluster"] >= 0).any() and (rank0["pseudo"]["table"] >= 0).any()
+
+
+VARIANTS = ddp_script.variants()
+
+
+def rank_loaders(model, dm, rank: int, world: int) -> dict[str, tuple[int, int, list[int]]]:
+    """Each training loader as rank ``rank`` of ``world`` builds it (the data module's own rank logic, without
+    processes): its batch count, its batch size and the sample indices its sampler yields."""
+    dm.trainer = SimpleNamespace(lightning_module=model, global_rank=rank, world_size=world)
+    try:
+        loaders = dm.train_dataloader()
+    finally:
+        dm.trainer = None
+    return {part: (len(loader), loader.batch_size, [i for i, _ in loader.sampler]) for part, loader in loaders.items()}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_every_rank_gets_the_same_number_of_batches(name, tiny_faces, original_ckpt):
+    """Every registered method (label-free variants included): at 2, 3 and 8 ranks each training loader has
+    the same length on every rank, P×K loaders yield whole P×K batches, and the epoch is padded (not cut):
+    every image of the part that fixes its length is in it."""
+    model, dm = ddp_script.build_variant(VARIANTS[name], str(tiny_faces), str(original_ckpt))
+    dm.setup("fit")
+    if getattr(model, "pseudo_labels", False):  # stand-in clusters: only the sampler lengths are checked here
+        table = np.random.default_rng(0).integers(0, 6, len(dm.source))
+        model.register_buffer("pseudo_table", torch.as_tensor(table))
+    first = model.train_parts[0]
+    single = rank_loaders(model, dm, 0, 1)
+    for world in (2, 3, 8):
+        ranks = [rank_loaders(model, dm, rank, world) for rank in range(world)]
+        for part in single:
+            per_rank = [r[part][0] for r in ranks]
+            assert per_rank == [per_rank[0]] * world, f"{part} at {world} ranks: batches per rank {per_rank}"
+            if part in model.pk_parts:
+                assert all(len(r[part][2]) == r[part][0] * r[part][1] for r in ranks), f"{part}: a partial P×K batch"
+        assert ranks[0][first][0] == math.ceil(single[first][0] / world)
+        if first not in model.pk_parts:
+            seen = set().union(*(r[first][2] for r in ranks))
+            assert seen == set(dm.part_indices(first).tolist()), f"{first}: images left out of the epoch"
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("world", [2, 3])
+def test_every_method_keeps_ranks_in_step(world, tiny_faces, original_ckpt, tmp_path):
+    """The crash of issue 18: one whole epoch of every registered method (label-free variants included) under
+    2- and 3-process DDP, on data whose batch count neither divides; every rank runs the same steps and ends
+    with bit-identical parameters."""
+    strategy = yaml.safe_load(DDP_CONFIG.read_text())["strategy"]
+    run_script("sync", tmp_path, tiny_faces, original_ckpt, "--devices", str(world), "--strategy", strategy,
+               "--variants", ",".join(VARIANTS))
+    ranks = [torch.load(tmp_path / f"sync_rank{r}.pt", map_location="cpu", weights_only=True) for r in range(world)]
+    assert [r["world_size"] for r in ranks] == [world] * world
+    for name in VARIANTS:
+        first = ranks[0][name]
+        assert first["epoch_batches"] % world != 0, f"{name}: the data must not divide into {world} ranks"
+        assert [r[name]["steps"] for r in ranks] == [math.ceil(first["epoch_batches"] / world)] * world, name
+        assert first["moved"] > 0, f"{name}: no optimiser step changed the backbone"
+        differ = [k for r in ranks[1:] for k in first["digests"] if r[name]["digests"].get(k) != first["digests"][k]]
+        assert not differ, f"{name}: parameters differ between ranks: {differ[:5]}"
 
 
 @pytest.mark.parametrize("config", [DDP_CONFIG, GPU_CONFIG], ids=["ddp", "gpu"])

@@ -356,16 +356,19 @@ class FaceDataModule(L.LightningDataModule):
         """Unreadable images skipped so far (``on_bad_image: skip``), over all ranks."""
         return self.bad_images.count(self.trainer) if self.bad_images is not None else 0
 
-    def train_loader(self, part: str, pk: bool = False, num_samples: int | None = None) -> DataLoader:
-        """A shuffled training loader over one part; ``pk`` gives P×K identity batches."""
+    def train_loader(self, part: str, pk: bool = False, num_samples: int | None = None,
+                     group_labels: np.ndarray | None = None) -> DataLoader:
+        """A shuffled training loader over one part; ``pk`` gives P×K batches grouped by ``group_labels`` (a label
+        per source index: a label-free method's pseudo-labels) or, by default, by identity."""
         hp = self.hparams
         rank, world = self._rank()
         indices = self.part_indices(part)
         dataset = FaceDataset(self.source, np.arange(len(self.source)), self.labels, self.transform,
                               random_flip=True, bad_images=self.bad_images)
         if pk:
+            groups = self.labels if group_labels is None else np.asarray(group_labels)
             num_batches = math.ceil(num_samples / (hp.pk_identities * hp.pk_images)) if num_samples else None
-            sampler = PKSampler(indices, self.labels[indices], hp.pk_identities, hp.pk_images,
+            sampler = PKSampler(indices, groups[indices], hp.pk_identities, hp.pk_images,
                                 num_batches, hp.seed, rank, world)
             # with fewer identities than P, a batch is every identity × K: the loader must cut there too
             batch = sampler.batch_size
@@ -377,11 +380,13 @@ class FaceDataModule(L.LightningDataModule):
         module = self.trainer.lightning_module
         parts = tuple(getattr(module, "train_parts", ("train",)))
         pk_parts = tuple(getattr(module, "pk_parts", ()))
+        groups = module.pk_group_labels() if hasattr(module, "pk_group_labels") else None
         first = parts[0]
-        loaders = {first: self.train_loader(first, pk=first in pk_parts)}
-        epoch_samples = len(loaders[first].sampler) * self._rank()[1]
+        loaders = {first: self.train_loader(first, pk=first in pk_parts, group_labels=groups)}
+        epoch_samples = len(loaders[first].sampler) * self._rank()[1]  # the same on every rank (samplers pad)
         for part in parts[1:]:
-            loaders[part] = self.train_loader(part, pk=part in pk_parts, num_samples=epoch_samples)
+            loaders[part] = self.train_loader(part, pk=part in pk_parts, num_samples=epoch_samples,
+                                              group_labels=groups)
         for part, loader in loaders.items():
             if part in self._resume_loaders:
                 loader.load_state_dict(self._resume_loaders.pop(part))
