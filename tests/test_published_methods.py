@@ -66,3 +66,29 @@ def test_scrub_bad_alternation_is_a_config_error():
 
     with pytest.raises(ConfigError, match="alternation"):
         Scrub(alternation="epoch")
+
+
+@pytest.mark.parametrize("labels", ["true", "pseudo"])
+def test_bad_teacher_is_close_to_uniform(labels, tiny_faces, original_ckpt, tmp_path):
+    """The incompetent teacher's softmax over the K classes (at the KL temperature) has entropy ≈ log K; its
+    logits scaled by the head's s, as before issue 15, were nearly one-hot."""
+    import math
+
+    import torch
+
+    from unlearnkit.methods.bad_teacher import BadTeacher
+
+    def entropy(**kwargs) -> float:
+        L.seed_everything(0)
+        model = BadTeacher(original=str(original_ckpt), labels=labels, **kwargs)
+        dm = tiny_datamodule(tiny_faces, protocol="identity" if labels == "true" else "sample")
+        trainer = quiet_trainer(max_steps=1, limit_val_batches=0, default_root_dir=str(tmp_path))
+        trainer.fit(model, datamodule=dm)
+        forget = next(iter(dm.eval_loader(dm.part_indices("forget"), shard=False)))["image"]
+        p = torch.softmax(model.incompetent_logits(forget) / model.hparams.temperature, dim=1)
+        return float(-(p * p.clamp(min=1e-12).log()).sum(1).mean()), model.num_labels
+
+    h, k = entropy()
+    assert k >= 3 and h > 0.98 * math.log(k), (h, math.log(k))
+    h_old, _ = entropy(incompetent_scale=None)
+    assert h_old < 0.9 * math.log(k), "the head's scale s makes the teacher confident"

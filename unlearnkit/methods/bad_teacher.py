@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from unlearnkit.backbones import create_backbone
+from unlearnkit.errors import ConfigError
 from unlearnkit.methods.base import METHODS, UnlearningMethod, freeze
 from unlearnkit.methods.scrub import kl_teacher_student
 
@@ -14,20 +15,28 @@ from unlearnkit.methods.scrub import kl_teacher_student
 class BadTeacher(UnlearningMethod):
     """KL(θ0 ‖ θ) on retain batches + KL(incompetent ‖ θ) on forget batches, on head outputs.
 
-    Source: Chundawat et al., "Can Bad Teaching Induce Forgetting?" (AAAI 2023). Ours: the incompetent
-    teacher is a freshly initialised backbone (seeded by ``bad_seed``) with random head rows; each sample
-    goes through exactly one teacher.
+    Source: Chundawat et al., "Can Bad Teaching Induce Forgetting?" (AAAI 2023): the incompetent teacher is a
+    randomly initialised network, whose softmax is close to uniform, and the KL temperature is 1 (their code's
+    ``KL_temperature``). Ours: the incompetent teacher is a freshly initialised backbone (seeded by
+    ``bad_seed``) with random unit head rows, its logits the plain cosines (``incompetent_scale`` = 1), so its
+    softmax is close to uniform over the K classes; scaling them by the margin head's s (30), as before
+    issue 15, made it nearly one-hot (a random backbone's embeddings are almost parallel, so every forget image
+    got the same class). Each sample goes through exactly one teacher.
 
     Args:
         temperature: KL temperature; bad_seed: seed of the incompetent teacher.
+        incompetent_scale: multiplier of the incompetent teacher's cosine logits (None: the head's scale s).
     """
 
     parts = ("forget", "retain")
     needs_teacher = True
     needs_labels = False  # only head outputs are matched
 
-    def __init__(self, temperature: float = 1.0, bad_seed: int = 0, lr: float = 1e-3, **kwargs) -> None:
+    def __init__(self, temperature: float = 1.0, bad_seed: int = 0, incompetent_scale: float | None = 1.0,
+                 lr: float = 1e-3, **kwargs) -> None:
         # lr: a one-seed probe on the synthetic set: UES 0.50 at 1e-3, collapse (CS 1.0) at 5e-3
+        if incompetent_scale is not None and incompetent_scale <= 0:
+            raise ConfigError(f"incompetent_scale must be positive (or null for the head's s), got {incompetent_scale}")
         super().__init__(lr=lr, **kwargs)
         hp = self.hparams
         with torch.random.fork_rng(devices=[]):
@@ -49,13 +58,20 @@ class BadTeacher(UnlearningMethod):
         super().on_train_epoch_start()
         self.incompetent.eval()
 
+    @torch.no_grad()
+    def incompetent_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The incompetent teacher's logits: cosines to random head rows, × ``incompetent_scale``."""
+        scale = self.hparams.incompetent_scale
+        scale = self.hparams.scale if scale is None else scale
+        self.cost["teacher_forward_images"] += images.shape[0]
+        bad = F.normalize(self.incompetent(images).float(), dim=1)
+        return scale * bad @ self.incompetent_head.T
+
     def unlearning_loss(self, batch):
         t = self.hparams.temperature
         forget, retain = batch["forget"], batch["retain"]
+        bad_logits = self.incompetent_logits(forget["image"])
         with torch.no_grad():
-            bad = F.normalize(self.incompetent(forget["image"]).float(), dim=1)
-            bad_logits = self.hparams.scale * bad @ self.incompetent_head.T
-            self.cost["teacher_forward_images"] += forget["image"].shape[0]
             good_logits = self.teacher_logits(self.teacher_embed(retain["image"]))
         z = self.embed(torch.cat([forget["image"], retain["image"]]))
         z_f, z_r = z[: forget["image"].shape[0]], z[forget["image"].shape[0]:]
