@@ -3,7 +3,8 @@
 Reads each run's ``metrics.json`` (and ``evaluation.json`` for the protocol and UES settings) and writes
 ``report.md`` (a table per forget protocol), ``report.csv`` (every metric of every run) and ``tradeoff.png``
 (forget mAP vs retain mAP, the original and the oracle marked). Each run's cost is given relative to the
-retrain oracle of the same protocol, the run whose model is ``Retrain``.
+retrain oracle of the same protocol, the run whose model is ``Retrain``. Unlearning runs that left θ0 unchanged or
+collapsed the embedding (``unlearnkit.status``) are marked ⚠ and listed with what to change.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unlearnkit.errors import DataError
+from unlearnkit.status import run_status
 from unlearnkit.utils.io import atomic_open, write_text
 
 RETRAIN, PRETRAIN = "Retrain", "Pretrain"
@@ -32,12 +34,14 @@ COST_COLUMNS = [("cost_vs_retrain/wall_seconds", "time ×retrain"), ("cost_vs_re
 
 @dataclass
 class Run:
-    """One finished run directory: its model's class name, final metrics and evaluation settings."""
+    """One finished run directory: its model's class name, final metrics, evaluation settings and, for an
+    unlearning run, its status (``unlearnkit.status``: ok, unchanged or collapsed, the rule and the advice)."""
 
     path: Path
     model: str
     metrics: dict[str, float]
     settings: dict = field(default_factory=dict)
+    status: dict | None = None
 
     @property
     def name(self) -> str:
@@ -59,7 +63,9 @@ def load_run(path: str | Path) -> Run:
         raise DataError(f"{summary} is not valid JSON ({err})") from err
     evaluation = path / "evaluation.json"
     settings = json.loads(evaluation.read_text()).get("settings", {}) if evaluation.is_file() else {}
-    return Run(path, data.get("model", "?"), data.get("metrics", {}), settings)
+    metrics = data.get("metrics", {})
+    # runs finished before metrics.json had a status get one from their metrics
+    return Run(path, data.get("model", "?"), metrics, settings, data.get("status") or run_status(metrics))
 
 
 def _images(metrics: dict) -> float | None:
@@ -110,7 +116,8 @@ def report_rows(runs: list[Run]) -> list[dict]:
         rows += reference_rows(runs, protocol)
         for run in (r for r in runs if r.protocol == protocol):
             kind = KIND_OF_MODEL.get(run.model, "method")
-            rows.append({"run": run.name, "model": run.model, "protocol": protocol, "kind": kind,
+            status = {"status": run.status["verdict"]} if run.status else {}
+            rows.append({"run": run.name, "model": run.model, "protocol": protocol, "kind": kind, **status,
                          **run.metrics, **cost_vs_retrain(run, retrain_for(run, runs))})
     return rows
 
@@ -144,15 +151,32 @@ def markdown(runs: list[Run], rows: list[dict]) -> str:
                   "|---|---|" + "---:|" * len(columns)]
         for row in (r for r in rows if r["protocol"] == protocol):
             name = f"**{row['run']}**" if row["kind"] != "method" else row["run"]
+            if row.get("status", "ok") != "ok":
+                name += f" ⚠ {row['status']}"
             lines.append(f"| {name} | {row['model'] or '–'} | "
                          + " | ".join(_fmt(row.get(key)) for key, _ in columns) + " |")
         lines.append("")
+    lines += flagged_runs(runs)
     lines += ["![forget mAP vs retain mAP](tradeoff.png)", ""]
     return "\n".join(lines)
 
 
+def flagged_runs(runs: list[Run]) -> list[str]:
+    """The runs marked ⚠ in the tables, each with the rule that flagged it and what to change."""
+    flagged = [r for r in runs if r.status and r.status["verdict"] != "ok"]
+    if not flagged:
+        return []
+    lines = ["## ⚠ Runs to redo", "",
+             "Their figures do not show unlearning: the run left θ0 unchanged, or collapsed the embedding.", ""]
+    for run in flagged:
+        status = run.status
+        lines.append(f"- {run.name} ({run.model}): **{status['verdict']}**, {status['rule']}. "
+                     f"{status['advice'][:1].upper()}{status['advice'][1:]}.")
+    return [*lines, ""]
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
-    first = ["run", "model", "protocol", "kind"]
+    first = ["run", "model", "protocol", "kind", "status"]
     rest = sorted({k for r in rows for k in r} - set(first))
     with atomic_open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=first + rest, restval="")
@@ -190,4 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = write_report(args.runs, args.out)
     print(f"report: {path} (+ report.csv, tradeoff.png)")
+    flagged = [run for run in map(load_run, args.runs) if run.status and run.status["verdict"] != "ok"]
+    if flagged:
+        print(f"⚠ {len(flagged)} run(s) flagged: " + ", ".join(f"{r.name} {r.status['verdict']}" for r in flagged)
+              + f" (see '⚠ Runs to redo' in {path})")
     return 0

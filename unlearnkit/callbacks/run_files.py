@@ -1,4 +1,5 @@
-"""The run directory's files: ``metrics.json`` (final metric values, the cost ledger, skipped images), atomically."""
+"""The run directory's files: ``metrics.json`` (final metric values, the cost ledger, skipped images, and an
+unlearning run's ``status``), atomically."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from unlearnkit.status import run_status
 from unlearnkit.utils.io import write_json
 
 
@@ -37,7 +39,11 @@ class RunSummary(L.Callback):
         metrics["epoch"] = trainer.current_epoch
         if trainer.is_global_zero:
             path = Path(trainer.default_root_dir) / self.filename
-            write_json(path, {"stage": stage, "model": type(pl_module).__name__, "metrics": metrics})
+            summary = {"stage": stage, "model": type(pl_module).__name__, "metrics": metrics}
+            status = run_status(metrics)  # unlearning runs: ok, unchanged or collapsed, and why
+            if status is not None:
+                summary["status"] = status
+            write_json(path, summary)
 
     @staticmethod
     def _log_bad_images(trainer: L.Trainer, pl_module: L.LightningModule) -> None:

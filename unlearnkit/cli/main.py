@@ -24,6 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from unlearnkit.callbacks.checkpoint import AtomicCheckpointIO
+from unlearnkit.callbacks.requeue import SlurmRequeue
 from unlearnkit.callbacks.run_files import RunSummary
 from unlearnkit.data.datamodule import FaceDataModule, SyntheticFaces  # noqa: F401  (short names for --data)
 from unlearnkit.errors import CheckpointError, ConfigError, UnlearnkitError
@@ -252,7 +253,7 @@ def run_cli(args: list[str] | None = None, run: bool = True) -> UnlearnCLI:
             trainer_defaults={
                 "use_distributed_sampler": False,  # our samplers shard by rank (P×K batches, exact evaluation)
                 "num_sanity_val_steps": 0,
-                "callbacks": [RunSummary()],
+                "callbacks": [RunSummary(), SlurmRequeue()],  # SlurmRequeue: SIGUSR1 in a SLURM job
             },
             args=args,
             run=run,
@@ -269,12 +270,24 @@ def main(args: list[str] | None = None) -> int:
         if cli.subcommand:
             run_dir = cli.config[cli.subcommand].run_dir
             print(f"run directory: {run_dir} (config.yaml, metrics.json, split.csv, checkpoints/)")
+            warn_status(Path(run_dir))
         return 0
     except UnlearnkitError as err:
         # one line; from a DataLoader worker the message ends a re-raised traceback: keep its last line
         lines = [line for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
         print(f"error: {lines[-1].split(f'{type(err).__name__}: ', 1)[-1]}", file=sys.stderr)
         return 2
+
+
+def warn_status(run_dir: Path) -> None:
+    """The last line of an unlearning run that left θ0 unchanged or collapsed the embedding: a warning saying so
+    and what to change (``unlearnkit.status``)."""
+    from unlearnkit.status import status_line
+
+    summary = run_dir / "metrics.json"
+    status = json.loads(summary.read_text()).get("status") if rank_zero_only.rank == 0 and summary.is_file() else None
+    if status and status_line(str(run_dir), status):
+        print(status_line(str(run_dir), status), file=sys.stderr)
 
 
 def _generate(args: list[str]) -> int:

@@ -383,6 +383,11 @@ class FaceDataModule(L.LightningDataModule):
         groups = module.pk_group_labels() if hasattr(module, "pk_group_labels") else None
         first = parts[0]
         loaders = {first: self.train_loader(first, pk=first in pk_parts, group_labels=groups)}
+        min_batches = int(getattr(module, "min_epoch_steps", 0))  # an unlearning method's min_steps
+        if len(loaders[first]) < min_batches:  # a small forget set: its batches are drawn again, reshuffled
+            per_batch = self.hparams.pk_identities * self.hparams.pk_images if first in pk_parts else self.hparams.batch_size
+            loaders[first] = self.train_loader(first, pk=first in pk_parts, group_labels=groups,
+                                               num_samples=min_batches * per_batch * self._rank()[1])
         epoch_samples = len(loaders[first].sampler) * self._rank()[1]  # the same on every rank (samplers pad)
         for part in parts[1:]:
             loaders[part] = self.train_loader(part, pk=part in pk_parts, num_samples=epoch_samples,

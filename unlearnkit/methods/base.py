@@ -9,6 +9,7 @@ optimisers, evaluation, logging and checkpointing all live here or in callbacks.
 from __future__ import annotations
 
 import copy
+import math
 import time
 import warnings
 from pathlib import Path
@@ -270,6 +271,10 @@ class UnlearningMethod(FaceModule):
         num_clusters: K for pseudo-labels (default round(sqrt(#training images))).
         retain_weight: λ_r of the optional retain term (0 = off) where a method has one.
         freeze_bn: keep θ0's BatchNorm statistics (BN layers in eval mode) while unlearning.
+        min_steps: optimiser steps the run takes at least, whatever the forget set's size: an epoch over a small
+            forget set draws its batches again (reshuffled) up to ``ceil(min_steps / max_epochs)`` steps. The
+            default 15 is the schedule the methods' learning rates were chosen on (the demo's 3 forget batches
+            per epoch × 5 epochs); 0 = one pass per epoch. Runs bounded by ``max_steps`` alone are left as they are.
     """
 
     needs_labels: ClassVar[bool] = True
@@ -279,9 +284,11 @@ class UnlearningMethod(FaceModule):
 
     def __init__(self, original: str | None = None, labels: str = "true", num_clusters: int | None = None,
                  retain_weight: float = 0.0, freeze_bn: bool = True, lr: float = 0.01, scheduler: str = "constant",
-                 **kwargs) -> None:
+                 min_steps: int = 15, **kwargs) -> None:
         if labels not in ("true", "pseudo"):
             raise ConfigError(f"labels must be 'true' or 'pseudo', got {labels!r}")
+        if min_steps < 0:
+            raise ConfigError(f"min_steps must be ≥ 0, got {min_steps}")
         if retain_weight < 0:
             raise ConfigError(f"retain_weight must be ≥ 0, got {retain_weight}")
         if num_clusters is not None and num_clusters < 2:
@@ -290,7 +297,7 @@ class UnlearningMethod(FaceModule):
         kwargs.update(arch)
         super().__init__(lr=lr, scheduler=scheduler, **kwargs)
         self.hparams.update(original=original, labels=labels, num_clusters=num_clusters,
-                            retain_weight=retain_weight, freeze_bn=freeze_bn)
+                            retain_weight=retain_weight, freeze_bn=freeze_bn, min_steps=min_steps)
         self.teacher: nn.Module | None = None
         if self.uses_teacher:
             self.teacher = freeze(copy.deepcopy(self.backbone))
@@ -303,6 +310,14 @@ class UnlearningMethod(FaceModule):
         if self.hparams.retain_weight > 0 and "retain" not in self.parts:
             return (*self.parts, "retain")
         return self.parts
+
+    @property
+    def min_epoch_steps(self) -> int:
+        """Batches each training epoch takes at least (``min_steps`` over ``max_epochs``); 0 without an epoch bound."""
+        epochs = self.trainer.max_epochs if self._trainer is not None else None
+        if not self.hparams.get("min_steps") or not epochs or epochs < 1:
+            return 0
+        return math.ceil(self.hparams.min_steps / epochs) * self.trainer.accumulate_grad_batches
 
     @property
     def uses_teacher(self) -> bool:

@@ -37,18 +37,21 @@ class Scrub(UnlearningMethod):
         max_epochs: SCRUB epochs that have a max-pass (SCRUB's msteps).
         alpha: weight of the retain KL; gamma: weight of the retain margin loss; forget_weight: of the max KL.
         alternation: ``pass`` (published) or ``step``.
+        min_steps: 0 by default (the base class's 15 would repeat each pass): SCRUB's passes are whole passes,
+            its steps set by ``max_epochs`` and ``trainer.max_epochs``.
     """
 
     parts = ("forget", "retain")
     needs_teacher = True
 
     def __init__(self, temperature: float = 4.0, max_epochs: int = 2, alpha: float = 1.0, gamma: float = 1.0,
-                 forget_weight: float = 1.0, alternation: str = "pass", lr: float = 5e-3, **kwargs) -> None:
+                 forget_weight: float = 1.0, alternation: str = "pass", lr: float = 5e-3, min_steps: int = 0,
+                 **kwargs) -> None:
         if alternation not in ALTERNATIONS:
             raise ConfigError(f"SCRUB alternation must be 'pass' or 'step', got {alternation!r}")
         if max_epochs < 0:
             raise ConfigError(f"SCRUB max_epochs (msteps) must be ≥ 0, got {max_epochs}")
-        super().__init__(lr=lr, **kwargs)
+        super().__init__(lr=lr, min_steps=min_steps, **kwargs)
 
     def max_pass(self, epoch: int) -> bool:
         """Whether trainer epoch ``epoch`` is a max-pass over D_f (``alternation: pass``)."""
