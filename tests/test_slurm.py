@@ -141,9 +141,14 @@ def test_trainer_uses_slurm_environment_and_job_wandb_id(in_slurm_job, tiny_face
     assert wandb.version == f"slurm-{JOB_ID}" and wandb._wandb_init["resume"] == "allow"
 
 
-def test_sigusr1_saves_checkpoint_requeues_and_run_resumes(in_slurm_job, tiny_faces, tmp_path, monkeypatch):
-    """SIGUSR1 mid-training: Lightning saves hpc_ckpt_1.ckpt and calls `scontrol requeue <job>`; the requeued
-    job resumes from the checkpoint env.sh picks and continues at the same step."""
+def test_sigusr1_saves_at_a_step_boundary_requeues_and_resumes_exactly(in_slurm_job, tiny_faces, tmp_path,
+                                                                        monkeypatch):
+    """SIGUSR1 mid-training: the handler only records it; at the end of that step SlurmRequeue saves
+    hpc_ckpt_1.ckpt, calls `scontrol requeue <job>` and stops the run (exit status 0); the requeued job resumes
+    from the checkpoint env.sh picks and ends with the parameters of an uninterrupted run."""
+    import torch
+
+    from unlearnkit.callbacks.requeue import JobRequeued
     from unlearnkit.cli.main import main
     from unlearnkit.methods.base import Pretrain
 
@@ -158,25 +163,32 @@ def test_sigusr1_saves_checkpoint_requeues_and_run_resumes(in_slurm_job, tiny_fa
         seen.setdefault("start_steps", []).append(self.trainer.global_step)
         seen["handler"] = signal.getsignal(signal.SIGUSR1)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
-        if self.trainer.global_step == 1 and "signalled" not in seen:
-            seen["signalled"] = True
+    def on_before_optimizer_step(self, optimizer):  # mid-step, where Lightning's own handler would save
+        if self.trainer.global_step == 1 and seen.get("signal", False):
+            seen["signal"] = False
             os.kill(os.getpid(), signal.SIGUSR1)
 
     monkeypatch.setattr(Pretrain, "on_train_start", on_train_start)
-    monkeypatch.setattr(Pretrain, "on_train_batch_end", on_train_batch_end)
+    monkeypatch.setattr(Pretrain, "on_before_optimizer_step", on_before_optimizer_step)
+    whole = tmp_path / "whole"
+    assert main(pretrain_cli_args(tiny_faces, whole, "--wandb", "false", "--trainer.max_steps", "4")) == 0
+
+    seen["signal"] = True
     run_dir = tmp_path / "run"
-    assert main(pretrain_cli_args(tiny_faces, run_dir, "--wandb", "false", "--trainer.max_steps", "2")) == 0
+    with pytest.raises(JobRequeued) as stopped:
+        main(pretrain_cli_args(tiny_faces, run_dir, "--wandb", "false", "--trainer.max_steps", "4"))
+    assert stopped.value.code == 0 and "requeued SLURM job 4242 at step 2" in stopped.value.message
     assert seen["handler"] not in (signal.SIG_DFL, signal.SIG_IGN, None), "no SIGUSR1 handler during fit"
-    assert (run_dir / "hpc_ckpt_1.ckpt").is_file()
     assert log.read_text().split() == ["requeue", JOB_ID]
+    assert not (run_dir / "metrics.json").exists(), "a requeued run is not finished"
 
     ckpt = source_env(slurm_env(tmp_path, RUN_DIR=str(run_dir)))["UNLEARNKIT_CKPT"]
-    assert ckpt in (str(run_dir / "hpc_ckpt_1.ckpt"), str(run_dir / "checkpoints" / "last.ckpt"))
-    import torch
-
-    saved_step = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
-    assert saved_step >= 1
-    assert main(pretrain_cli_args(tiny_faces, run_dir, "--wandb", "false", "--trainer.max_steps", "3",
-                         "--ckpt_path", ckpt)) == 0
-    assert seen["start_steps"] == [0, saved_step]
+    assert ckpt == str(run_dir / "hpc_ckpt_1.ckpt")
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == 2  # the step in flight ended
+    assert main(pretrain_cli_args(tiny_faces, run_dir, "--wandb", "false", "--trainer.max_steps", "4",
+                                  "--ckpt_path", ckpt)) == 0
+    assert seen["start_steps"] == [0, 0, 2]
+    final = [torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True) for d in (whole, run_dir)]
+    assert final[0]["global_step"] == final[1]["global_step"] == 4
+    differ = [k for k, v in final[0]["state_dict"].items() if not torch.equal(v, final[1]["state_dict"][k])]
+    assert not differ, f"the resumed run differs from the uninterrupted one: {differ[:5]}"
