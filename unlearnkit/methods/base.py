@@ -391,12 +391,15 @@ class UnlearningMethod(FaceModule):
     def embed_indices(self, indices, model: nn.Module | None = None) -> torch.Tensor:
         """Normalised embeddings of source ``indices`` (every rank computes all of them, in order)."""
         model = model if model is not None else (self.teacher or self.backbone)
+        # the model's own device: in ``setup`` Lightning already reports the GPU as ``self.device`` while the
+        # modules are still on the CPU
+        device = next(model.parameters()).device
         out = []
         with eval_mode(model):  # restores each submodule's own mode: frozen BatchNorm stays frozen
             for batch in self.trainer.datamodule.eval_loader(indices, shard=False):
-                out.append(F.normalize(model(batch["image"].to(self.device)).float(), dim=1))
+                out.append(F.normalize(model(batch["image"].to(device)).float(), dim=1))
         self.cost["teacher_forward_images"] += len(indices)
-        return torch.cat(out) if out else torch.empty(0, self.hparams.embedding_size, device=self.device)
+        return torch.cat(out) if out else torch.empty(0, self.hparams.embedding_size, device=device)
 
     def broadcast(self, obj):
         """Rank 0's value on every rank (K-means must be computed once and shared under DDP)."""
