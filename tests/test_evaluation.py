@@ -47,6 +47,11 @@ def test_ues_against_the_oracle_on_hand_made_cases():
     assert (r["UES/F"], r["UES/R"]) == pytest.approx((0.8, 0.9))
     assert r["UES"] == pytest.approx(2 * 0.72 / 1.7)
     assert ues_metrics(oracle, original, oracle, reference="oracle")["UES"] == pytest.approx(1.0)
+    # forgetting more than the oracle is a gap too (issue 15): 0.2 below it scores F = 1 − 0.2 / 0.5
+    r = ues_metrics({"forget/mAP": 0.1, "retain/mAP": 0.7}, original, oracle, reference="oracle")
+    assert (r["UES/F"], r["UES/R"]) == pytest.approx((0.6, 1.0))
+    assert ues_metrics({"forget/mAP": 0.0, "retain/mAP": 0.7}, original, {"forget/mAP": 0.8, "retain/mAP": 0.7},
+                       reference="oracle")["UES/F"] == 0.0  # the oracle forgets nothing: only its value is right
     assert np.isnan(ues_metrics(oracle, original, None, reference="oracle")["UES"])
 
 
@@ -193,6 +198,12 @@ def test_run_logs_every_metric_and_references_once(unlearn_run):
                 "oracle/mia/membership_recall"):
         assert key in m, key
     assert "cost/wall_seconds" in logged
+    # issue 15: utility on retained people's pairs, the drift from θ0 and the noise baseline at that drift
+    for key in ("verify/tiny/retained/acc", "drift", "oracle/drift", "noise/forget/mAP", "noise/UES",
+                "noise/mia/forget_auc", "noise/oracle_gap/forget/mAP", "noise/verify/tiny/retained/acc"):
+        assert key in m and np.isfinite(m[key]), key
+    assert m["noise/drift"] == pytest.approx(m["drift"], abs=1e-6) and m["drift"] > 0
+    assert not any(k.startswith("memorisation/") for k in m), "identity protocol: no memorisation gap"
     assert unlearn_run["reference_calls"] == 2, "θ0 and the oracle must be embedded once per run, not per epoch"
     assert m["UES"] == pytest.approx(ues_metrics(m, {k[9:]: v for k, v in m.items() if k.startswith("original/")})["UES"])
     for key in ("forget/mAP", "retain/R@1", "mia/membership_recall", "verify/tiny/acc"):
@@ -299,3 +310,105 @@ def test_each_cli_run_in_one_process_gets_its_own_wandb_run(tiny_faces, tmp_path
         assert wandb.run is None
     for name in ("first", "second"):
         assert len(list((tmp_path / name / "wandb").glob("offline-run-*"))) == 1, name
+
+
+# ------------------------------------------------------------------------- verification without forgotten people
+
+
+def test_verification_utility_never_uses_forgotten_people():
+    """Identity protocol: ``retained/`` pairs show retained people only, ``unseen/`` pairs people without any
+    training image; pairs with a forgotten person are in neither. Forgotten people's embeddings are made
+    random here, so the whole set's accuracy drops while the retained and unseen people's stays perfect."""
+    from types import SimpleNamespace
+
+    from unlearnkit.data.splits import make_split
+    from unlearnkit.data.verification import PairSet
+
+    # people p0..p11 with 6 images each, p12..p15 with 2, all held out (unseen people; e.g. a split manifest)
+    identities = [f"p{k:02d}" for k in range(12) for _ in range(6)] + [f"p{k:02d}" for k in range(12, 16) for _ in range(2)]
+    keys = [f"{person}/{n}.jpg" for n, person in enumerate(identities)]
+    split = make_split(keys[:72], identities[:72], "identity", forget=3, heldout_per_identity=2, seed=0)
+    split.keys, split.identities = keys, identities
+    split.parts = np.concatenate([split.parts, np.full(8, "heldout", dtype=object)])
+    dm = SimpleNamespace(split=split, source=SimpleNamespace(keys=keys, identities=identities))
+    g = torch.Generator().manual_seed(0)
+    centres = {p: F.normalize(torch.randn(32, generator=g), dim=0) for p in sorted(set(identities))}
+    forgotten = set(split.forget_identities)
+    z = torch.stack([F.normalize(torch.randn(32, generator=g), dim=0) if p in forgotten
+                     else F.normalize(centres[p] + 0.05 * torch.randn(32, generator=g), dim=0) for p in identities])
+    rng = np.random.default_rng(0)
+    by_person = {p: [i for i, q in enumerate(identities) if q == p] for p in centres}
+    pairs, issame = [], []
+    for n in range(400):
+        a = list(centres)[rng.integers(len(centres))]
+        b = a if n % 2 == 0 else list(centres)[rng.integers(len(centres))]
+        if n % 2 and a == b:
+            continue
+        pairs.append(tuple(int(i) for i in (rng.choice(by_person[a], 2, replace=False) if a == b
+                                            else (rng.choice(by_person[a]), rng.choice(by_person[b])))))
+        issame.append(a == b)
+    pair_set = PairSet(lambda k: None, pairs, issame, name="set", keys=keys)
+    who = E.pair_people(dm, pair_set)
+    assert set(who[[identities.index(p) for p in forgotten]]) == {"forgotten"}
+    assert set(who[-8:]) == {"unseen"} and (who == "retained").sum() == 72 - 6 * len(forgotten)
+
+    ev = EvalEmbeddings({}, {"set": z})
+    r = E.verification_metrics(ev, [pair_set], people={"set": who})
+    assert r["verify/set/retained/acc"] == 1.0 and r["verify/set/unseen/acc"] == 1.0
+    assert r["verify/set/acc"] < 0.97, "the whole set, forgotten people included, is not utility"
+    kept = [k for k, (i, j) in enumerate(pairs) if who[i] == who[j] == "retained"]
+    direct = MF.verification(z[[pairs[k][0] for k in kept]], z[[pairs[k][1] for k in kept]],
+                             [issame[k] for k in kept])
+    assert r["verify/set/retained/acc"] == pytest.approx(direct["acc"])
+    assert r["verify/set/retained/tar@far=1e-3"] == pytest.approx(direct["tar@far"])
+    # a set without people of a group reports no such key
+    assert "verify/set/unseen/acc" not in E.verification_metrics(ev, [pair_set], people={"set": np.where(
+        who == "unseen", "forgotten", who)})
+
+
+# ------------------------------------------------------------------- sample protocols: memorisation, noise baseline
+
+
+def _memorising_set(memorised: bool, seed: int = 0, identities: int = 30) -> EvalEmbeddings:
+    """Each person's training images (retain and forget) sit close to a shared 'training' point, held-out ones
+    are spread around the person's centre; ``memorised=False`` draws the forget images like held-out ones
+    (a model that never trained on them)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(identities, 32, generator=g), dim=1)
+    trained = F.normalize(centres + 0.6 * torch.randn(identities, 32, generator=g) / 32 ** 0.5, dim=1)
+    z, labels, groups = [], [], []
+    for group, n in (("retain_train", 6), ("retain_test", 3), ("forget_train", 3)):
+        tight = group == "retain_train" or (group == "forget_train" and memorised)
+        base = (trained if tight else centres).repeat_interleave(n, 0)
+        z.append(base + (0.3 if tight else 2.5) * torch.randn(identities * n, 32, generator=g) / 32 ** 0.5)
+        labels.append(torch.arange(identities).repeat_interleave(n))
+        groups += [GROUP_ID[group]] * (identities * n)
+    z = torch.cat(z)
+    return EvalEmbeddings({"embeddings": F.normalize(z, dim=1), "labels": torch.cat(labels),
+                           "ids": torch.arange(len(z)), "groups": torch.tensor(groups)}, {"p": F.normalize(z[:40], dim=1)})
+
+
+def test_memorisation_gap_separates_memorised_forget_images_from_unseen_ones():
+    memorised = E.heldout_metrics(_memorising_set(True))
+    assert memorised["memorisation/mAP"] > 0.2 and memorised["memorisation/R@1"] > 0.1
+    assert memorised["memorisation/mAP"] == pytest.approx(
+        memorised["memorisation/forget_train/mAP"] - memorised["memorisation/heldout/mAP"])
+    gaps = [E.heldout_metrics(_memorising_set(False, seed))["memorisation/mAP"] for seed in range(3)]
+    assert abs(np.mean(gaps)) < 0.05, gaps
+    ev = _memorising_set(True)
+    groups = ev.retrieval["groups"]
+    direct = MF.retrieval(ev.retrieval["embeddings"], ev.retrieval["labels"], ks=(1, 5),
+                          query_mask=groups == GROUP_ID["retain_test"], gallery_mask=groups == GROUP_ID["retain_train"])
+    assert memorised["retain_heldout/mAP"] == pytest.approx(direct["mAP"])
+    assert memorised["retain_heldout/R@5"] == pytest.approx(direct["R@5"])
+
+
+def test_noise_baseline_matches_the_models_drift():
+    theta0 = _memorising_set(True)
+    for target in (0.0, 0.05, 0.4):
+        noisy = E.matched_noise(theta0, target, seed=1)
+        assert E.drift(noisy, theta0) == pytest.approx(target, abs=1e-6)
+        assert noisy.pairs["p"].shape == theta0.pairs["p"].shape
+        assert torch.allclose(noisy.retrieval["embeddings"].norm(dim=1), torch.ones(len(noisy.retrieval["ids"])))
+    assert torch.equal(E.matched_noise(theta0, 0.1, seed=1).retrieval["embeddings"],
+                       E.matched_noise(theta0, 0.1, seed=1).retrieval["embeddings"])

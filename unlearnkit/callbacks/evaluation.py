@@ -27,7 +27,8 @@ from unlearnkit.metrics.collector import EmbeddingCollector
 from unlearnkit.utils.io import atomic_open, write_json
 
 REFERENCES = ("original", "oracle")
-METRIC_PREFIXES = ("forget", "retain", "verify", "mia", "UES", "original", "oracle", "oracle_gap")
+METRIC_PREFIXES = ("forget", "retain", "verify", "mia", "UES", "original", "oracle", "oracle_gap", "drift", "noise",
+                   "memorisation", "retain_heldout")
 
 # Every rank computes these values from the same gathered set, so Lightning's advice to sync them under DDP
 # (one warning per key) does not apply; the filter matches our keys only.
@@ -75,16 +76,123 @@ def retrieval_metrics(ev: EvalEmbeddings, protocol: str, ks=(1, 5)) -> dict[str,
     return out
 
 
-def verification_metrics(ev: EvalEmbeddings, pair_sets, far: float = 1e-3, folds: int = 10) -> dict[str, float]:
-    """``verify/<name>/acc`` (± ``acc_std``) and ``verify/<name>/tar@far=<far>`` of each pair set."""
+def heldout_metrics(ev: EvalEmbeddings, ks=(1, 5)) -> dict[str, float]:
+    """Sample and quality protocols: retain utility on held-out images and the memorisation gap.
+
+    Both query the retain training images (the gallery). ``retain_heldout/…``: mAP, R@k of the held-out
+    images (``retain_test``), so retained utility is not read off training images only. ``memorisation/…``:
+    mAP, R@1 of the forget training images minus that of the held-out images of the same people: > 0 where
+    the model still treats the forgotten images as training images (θ0), ≈ 0 for a model that never saw them
+    (the oracle); the two parts as ``memorisation/forget_train/…`` and ``memorisation/heldout/…``.
+    """
+    data = ev.retrieval
+    z, labels = data["embeddings"], data["labels"].cpu()
+    gallery = ev.group("retain_train")
+    heldout = ev.group("retain_test")
+    out: dict[str, float] = {}
+    if not gallery.any() or not heldout.any():
+        return out
+    r = MF.retrieval(z, labels, ks=ks, query_mask=heldout, gallery_mask=gallery)
+    out.update({f"retain_heldout/{k}": float(v) for k, v in r.items() if k != "n_queries"})
+    forget = ev.group("forget_train")
+    same_people = heldout & torch.isin(labels, torch.unique(labels[forget]))
+    if forget.any() and same_people.any():
+        parts = {name: MF.retrieval(z, labels, ks=(1,), query_mask=mask, gallery_mask=gallery)
+                 for name, mask in (("forget_train", forget), ("heldout", same_people))}
+        for metric in ("mAP", "R@1"):
+            for name, values in parts.items():
+                out[f"memorisation/{name}/{metric}"] = float(values[metric])
+            out[f"memorisation/{metric}"] = float(parts["forget_train"][metric] - parts["heldout"][metric])
+    return out
+
+
+def drift(ev: EvalEmbeddings, reference: EvalEmbeddings) -> float:
+    """Mean cosine distance ``1 − cos(f_θ(x), f_θ0(x))`` over the retrieval set (matched by sample id)."""
+    a, b = ev.retrieval, reference.retrieval
+    if not torch.equal(a["ids"].cpu(), b["ids"].cpu()):
+        raise ValueError("the two models were evaluated on different samples")
+    return float(1 - (a["embeddings"].double() * b["embeddings"].double().to(a["embeddings"].device)).sum(1).mean())
+
+
+def matched_noise(reference: EvalEmbeddings, target_drift: float, seed: int = 0) -> EvalEmbeddings:
+    """``reference`` (θ0's embeddings) plus isotropic Gaussian noise, renormalised, scaled so that its drift
+    from ``reference`` equals ``target_drift`` (bisection on the noise scale): the noise baseline."""
+    g = torch.Generator().manual_seed(seed)
+    data = reference.retrieval
+    z0 = data["embeddings"].cpu().double()
+    noise = torch.randn(z0.shape, generator=g, dtype=torch.float64) / z0.shape[1] ** 0.5
+    pair_noise = {k: torch.randn(v.shape, generator=g, dtype=torch.float64) / v.shape[1] ** 0.5
+                  for k, v in reference.pairs.items()}
+
+    def noisy(z, n, sigma):
+        return F.normalize(z + sigma * n, dim=1)
+
+    lo, hi = 0.0, 1e3
+    if target_drift <= 0:
+        hi = 0.0
+    for _ in range(60):  # drift grows with sigma
+        mid = (lo + hi) / 2
+        if float(1 - (noisy(z0, noise, mid) * z0).sum(1).mean()) < target_drift:
+            lo = mid
+        else:
+            hi = mid
+    sigma = (lo + hi) / 2
+    retrieval = {**data, "embeddings": noisy(z0, noise, sigma).float().to(data["embeddings"].device)}
+    pairs = {k: noisy(v.cpu().double(), pair_noise[k], sigma).float().to(v.device) for k, v in reference.pairs.items()}
+    return EvalEmbeddings(retrieval, pairs)
+
+
+PEOPLE = ("retained", "unseen")
+
+
+def pair_people(datamodule, pair_set) -> np.ndarray:
+    """Who each image of ``pair_set`` shows, relative to the run's split: ``forgotten`` (a forgotten person of
+    the identity protocol), ``retained`` (a person with training images who is not forgotten), ``unseen`` (a
+    person of the data set without any training image) or ``unknown`` (an image from outside the data set,
+    e.g. an external benchmark; matched by image key)."""
+    split, source = datamodule.split, datamodule.source
+    identity_of = dict(zip(source.keys, source.identities))
+    trained = {source.identities[i] for i in split.indices("train")}
+    forgotten = set(split.forget_identities) if split.protocol == "identity" else set()
+    out = []
+    for key in pair_set.keys:
+        person = identity_of.get(key)
+        if person is None:
+            out.append("unknown")
+        elif person in forgotten:
+            out.append("forgotten")
+        else:
+            out.append("retained" if person in trained else "unseen")
+    return np.array(out)
+
+
+def verification_metrics(ev: EvalEmbeddings, pair_sets, far: float = 1e-3, folds: int = 10,
+                         people: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """``verify/<name>/acc`` (± ``acc_std``) and ``verify/<name>/tar@far=<far>`` of each pair set.
+
+    With ``people`` (``pair_people`` of each set's images), also ``verify/<name>/retained/…`` and
+    ``verify/<name>/unseen/…``: the same on the pairs whose two images both show retained people, or both
+    unseen people, so that utility is never measured on forgotten people; each where it has at least ``folds``
+    pairs, same and different ones among them.
+    """
     out: dict[str, float] = {}
     for pair_set in pair_sets:
         z = ev.pairs[pair_set.name]
         pairs = torch.as_tensor(pair_set.pairs, dtype=torch.long)
-        r = MF.verification(z[pairs[:, 0]], z[pairs[:, 1]], pair_set.issame, folds=folds, far=far)
-        out[f"verify/{pair_set.name}/acc"] = float(r["acc"])
-        out[f"verify/{pair_set.name}/acc_std"] = float(r["acc_std"])
-        out[f"verify/{pair_set.name}/tar@far={far_name(far)}"] = float(r["tar@far"])
+        issame = np.asarray(pair_set.issame, dtype=bool)
+        subsets = {"": np.ones(len(issame), dtype=bool)}
+        if people is not None and pair_set.name in people:
+            who = people[pair_set.name]
+            for group in PEOPLE:
+                subsets[f"{group}/"] = (who[pairs[:, 0].numpy()] == group) & (who[pairs[:, 1].numpy()] == group)
+        for prefix, keep in subsets.items():
+            if prefix and (keep.sum() < folds or issame[keep].all() or not issame[keep].any()):
+                continue
+            chosen = pairs[torch.from_numpy(keep)]
+            r = MF.verification(z[chosen[:, 0]], z[chosen[:, 1]], issame[keep], folds=folds, far=far)
+            out[f"verify/{pair_set.name}/{prefix}acc"] = float(r["acc"])
+            out[f"verify/{pair_set.name}/{prefix}acc_std"] = float(r["acc_std"])
+            out[f"verify/{pair_set.name}/{prefix}tar@far={far_name(far)}"] = float(r["tar@far"])
     return out
 
 
@@ -117,9 +225,11 @@ def ues_metrics(model: dict[str, float], original: dict[str, float], oracle: dic
                 metric: str = "mAP", reference: str = "original") -> dict[str, float]:
     """UES of ``model`` (flat metric dicts as ``retrieval_metrics`` gives) and its parts F and R.
 
-    ``reference="original"``: SPEC §3 as written, F and R against θ0. ``reference="oracle"``: F is the share of
-    the oracle's own forgetting achieved, ``(P_f(θ0) − P_f(θ)) / (P_f(θ0) − P_f(θ*))``, and R the drift from
-    the oracle's retain value, so the oracle itself scores 1. NaN when a needed value is missing.
+    ``reference="original"``: SPEC §3 as written, F and R against θ0. ``reference="oracle"``: F is how close
+    the forget value is to the oracle's, on the scale of the oracle's own forgetting,
+    ``1 − |P_f(θ) − P_f(θ*)| / |P_f(θ0) − P_f(θ*)|`` (forgetting more than the oracle is penalised like
+    forgetting less), and R the drift from the oracle's retain value, so the oracle itself scores 1. NaN when a
+    needed value is missing.
     """
     if reference not in REFERENCES:
         raise ConfigError(f"ues_reference must be 'original' or 'oracle', got {reference!r}")
@@ -135,9 +245,13 @@ def ues_metrics(model: dict[str, float], original: dict[str, float], oracle: dic
     pf, pr = model[f_key], model[r_key]
     if reference == "original":
         r = MF.ues(original[f_key], pf, original[r_key], pr)
-    else:  # shifting every forget value by the oracle's turns SPEC's F into the share of its forgetting
+    else:  # F and R both measure closeness to the oracle, in either direction
         pf_star, pr_star = oracle[f_key], oracle[r_key]
-        r = MF.ues(original[f_key] - pf_star, pf - pf_star, pr_star, pr)
+        scale, gap = abs(original[f_key] - pf_star), abs(pf - pf_star)
+        f = min(max(1.0 - gap / scale, 0.0), 1.0) if scale > 0 else float(gap == 0)
+        retention = MF.ues(1.0, 0.0, pr_star, pr)["R"]
+        score = 2 * f * retention / (f + retention) if f + retention > 0 else 0.0
+        r = {"UES": score, "F": f, "R": retention}
     return {"UES": float(r["UES"]), "UES/F": float(r["F"]), "UES/R": float(r["R"])}
 
 
@@ -231,12 +345,14 @@ class FaceEvaluation(L.Callback):
         plots: write the projection and CS-histogram plots.
         per_identity: write ``forgetting_by_identity.csv`` (identity protocol).
         save_embeddings: also save every model's gathered embeddings as ``embeddings.pt``.
-        seed: the attack's subsampling and train/test split.
+        noise_baseline: also evaluate θ0's embeddings plus isotropic noise of the model's drift (``noise/…``).
+        seed: the attack's subsampling and train/test split, and the noise baseline's noise.
     """
 
     def __init__(self, ks: tuple[int, ...] = (1, 5), far: float = 1e-3, folds: int = 10, ues_metric: str = "mAP",
                  ues_reference: str = "original", oracle: str | None = None, mia: bool = True, plots: bool = True,
-                 per_identity: bool = True, save_embeddings: bool = False, seed: int = 0) -> None:
+                 per_identity: bool = True, save_embeddings: bool = False, noise_baseline: bool = True,
+                 seed: int = 0) -> None:
         self.ks, self.far, self.folds = tuple(int(k) for k in ks), far, folds
         metrics = ("mAP", "CS", *(f"R@{k}" for k in self.ks))
         if ues_metric not in metrics:
@@ -249,7 +365,7 @@ class FaceEvaluation(L.Callback):
             raise ConfigError(f"folds must be ≥ 2 (thresholds are chosen on the other folds), got {folds}")
         self.ues_metric, self.ues_reference, self.oracle = ues_metric, ues_reference, oracle
         self.mia, self.plots, self.per_identity, self.save_embeddings = mia, plots, per_identity, save_embeddings
-        self.seed = seed
+        self.noise_baseline, self.seed = noise_baseline, seed
         self.collectors: list[EmbeddingCollector] = []
         self.last: dict[str, float] = {}
         self.last_ev: EvalEmbeddings | None = None
@@ -286,7 +402,10 @@ class FaceEvaluation(L.Callback):
         """Every metric of one model that needs no reference: retrieval, CS, verification, MIA."""
         dm = trainer.datamodule
         out = retrieval_metrics(ev, dm.hparams.protocol, self.ks)
-        out.update(verification_metrics(ev, dm.pair_sets, self.far, self.folds))
+        if dm.hparams.protocol != "identity":
+            out.update(heldout_metrics(ev, self.ks))
+        people = {p.name: pair_people(dm, p) for p in dm.pair_sets}
+        out.update(verification_metrics(ev, dm.pair_sets, self.far, self.folds, people))
         if self.mia:
             out.update(membership_metrics(ev, self.seed))
         return out
@@ -311,17 +430,27 @@ class FaceEvaluation(L.Callback):
     def compute(self, trainer, ev: EvalEmbeddings, pl_module=None) -> dict[str, float]:
         """The model's metrics plus UES, ``original/…``, ``oracle/…`` and ``oracle_gap/…`` where available."""
         out = self.model_metrics(trainer, ev)
-        refs = {name: self.reference(name, path, trainer, pl_module)[1]
+        refs = {name: self.reference(name, path, trainer, pl_module)
                 for name, path in self.reference_paths(pl_module).items()}
-        original, oracle = refs.get("original"), refs.get("oracle")
+        original, oracle = (refs[k][1] if k in refs else None for k in REFERENCES)
         if original is not None:
+            out["drift"] = drift(ev, refs["original"][0])
             out.update(ues_metrics(out, original, oracle, self.ues_metric, self.ues_reference))
             out.update({f"original/{k}": v for k, v in original.items()})
         if oracle is not None:
             if original is not None:
-                oracle = {**oracle, **ues_metrics(oracle, original, oracle, self.ues_metric, self.ues_reference)}
+                oracle = {**oracle, **ues_metrics(oracle, original, oracle, self.ues_metric, self.ues_reference),
+                          "drift": drift(refs["oracle"][0], refs["original"][0])}
             out.update({f"oracle/{k}": v for k, v in oracle.items()})
             out.update(oracle_gaps(out, oracle))
+        if original is not None and self.noise_baseline:
+            noisy = matched_noise(refs["original"][0], out["drift"], self.seed)
+            noise = self.model_metrics(trainer, noisy)
+            noise["drift"] = drift(noisy, refs["original"][0])
+            noise.update(ues_metrics(noise, original, oracle, self.ues_metric, self.ues_reference))
+            if oracle is not None:
+                noise.update(oracle_gaps(noise, oracle))
+            out.update({f"noise/{k}": v for k, v in noise.items()})
         return out
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -363,7 +492,7 @@ class FaceEvaluation(L.Callback):
         settings = {"protocol": protocol, "ks": list(self.ks), "far": self.far, "folds": self.folds,
                     "ues_metric": self.ues_metric, "ues_reference": self.ues_reference,
                     "original": self.reference_paths(pl_module).get("original"), "oracle": self.oracle,
-                    "mia": self.mia, "model": type(pl_module).__name__}
+                    "mia": self.mia, "noise_baseline": self.noise_baseline, "model": type(pl_module).__name__}
         write_json(run_dir / "evaluation.json", {"settings": settings, "metrics": self.last})
         tables = {"metrics": [{"metric": k, "value": v} for k, v in sorted(self.last.items())]}
         if self.per_identity and protocol == "identity":
