@@ -51,6 +51,12 @@ def test_env_sh_run_id_run_dir_and_resume_checkpoint(tmp_path):
     assert source_env(slurm_env(tmp_path))["RUN_DIR"] == f"runs/slurm-{JOB_ID}"
     array = source_env(slurm_env(tmp_path, SLURM_ARRAY_JOB_ID="77", SLURM_ARRAY_TASK_ID="3"))
     assert array["UNLEARNKIT_WANDB_ID"] == "slurm-77_3" and array["RUN_DIR"] == "runs/slurm-77_3"
+    # a RUN_DIR given to an array job names each task's directory with %a; without it the tasks would share one
+    array_dirs = slurm_env(tmp_path, SLURM_ARRAY_JOB_ID="77", SLURM_ARRAY_TASK_ID="3", RUN_DIR=str(tmp_path / "seed-%a"))
+    assert source_env(array_dirs)["RUN_DIR"] == str(tmp_path / "seed-3")
+    with pytest.raises(subprocess.CalledProcessError) as shared:
+        source_env({**array_dirs, "RUN_DIR": str(tmp_path / "seeds")})
+    assert "put %a" in shared.value.stderr
     assert source_env({**env, "UNLEARNKIT_WANDB_ID": "mine"})["UNLEARNKIT_WANDB_ID"] == "mine"
     # resume from the newest of checkpoints/last.ckpt and Lightning's hpc_ckpt_N.ckpt (saved on SIGUSR1)
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -99,6 +105,14 @@ def test_sbatch_template_launches_resumable_ddp_run(template, tmp_path):
     last.parent.mkdir(parents=True)
     last.write_bytes(b"")
     assert launched() == [*expected, "--ckpt_path", str(last), "--trainer.max_epochs", "3"]
+    # an array task: %a in the arguments and in RUN_DIR becomes the task's index
+    env.update(SLURM_ARRAY_JOB_ID="77", SLURM_ARRAY_TASK_ID="2", RUN_DIR=str(tmp_path / "seed-%a"))
+    subprocess.run(["bash", str(template), config, "--seed_everything", "%a", "--data.root", "d%a"], env=env,
+                   cwd=tmp_path, check=True, capture_output=True)
+    wandb_id, *argv = log.read_text().splitlines()
+    assert wandb_id == "slurm-77_2"
+    assert argv[argv.index("--run_dir") + 1] == str(tmp_path / "seed-2")
+    assert argv[-4:] == ["--seed_everything", "2", "--data.root", "d2"]
 
 
 SLURM_TASK = dict(SLURM_NTASKS="1", SLURM_NTASKS_PER_NODE="1", SLURM_JOB_NAME="unlearnkit", SLURM_PROCID="0",
