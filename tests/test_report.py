@@ -50,13 +50,17 @@ def test_report_from_two_tiny_runs(two_runs, tmp_path):
     assert (path.parent / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
 
     rows = {r["run"]: r for r in _read_csv(path.parent / "report.csv")}
-    assert set(rows) == {"original θ0", "gradient_ascent", "retrain"}
+    noise_row = "↳ noise at gradient_ascent's drift"
+    assert set(rows) == {"original θ0", "gradient_ascent", noise_row, "retrain"}
     assert rows["retrain"]["model"] == "Retrain" and rows["retrain"]["kind"] == "oracle"
     ga = json.loads((ga_dir / "metrics.json").read_text())["metrics"]
     retrain = json.loads((retrain_dir / "metrics.json").read_text())["metrics"]
     for key in ("forget/mAP", "retain/R@1", "UES", "mia/membership_recall", "oracle_gap/forget/mAP"):
         assert float(rows["gradient_ascent"][key]) == pytest.approx(ga[key])
     assert float(rows["original θ0"]["forget/mAP"]) == pytest.approx(ga["original/forget/mAP"])
+    assert rows[noise_row]["kind"] == "noise"
+    for key in ("forget/mAP", "UES", "drift"):
+        assert float(rows[noise_row][key]) == pytest.approx(ga[f"noise/{key}"])
     assert float(rows["retrain"]["cost_vs_retrain/wall_seconds"]) == pytest.approx(1.0)
     assert float(rows["gradient_ascent"]["cost_vs_retrain/wall_seconds"]) == pytest.approx(
         ga["cost/wall_seconds"] / retrain["cost/wall_seconds"])
@@ -67,8 +71,10 @@ def test_report_from_two_tiny_runs(two_runs, tmp_path):
     text = path.read_text()
     assert "## Protocol: identity" in text and "UES: P = mAP, F measured against the original" in text
     table = [line for line in text.splitlines() if line.startswith("| ")]
-    assert table[0].startswith("| run | model | forget mAP")
-    assert any(line.startswith("| gradient_ascent | GradientAscent |") for line in table)
+    assert table[0].startswith("| run | model | ★ forget mAP ↓ | ★ forget R@1 ↓ | ★ forget CS ↓ | ★ retain mAP ↑ |")
+    assert any(line.startswith(f"| {noise_row} | – |") for line in table)
+    # (the one-step run may be marked ⚠ unchanged after its name)
+    assert any(line.startswith("| gradient_ascent") and "| GradientAscent |" in line for line in table)
     assert any(line.startswith("| **retrain** | Retrain |") for line in table)
 
 

@@ -3,7 +3,9 @@
 Reads each run's ``metrics.json`` (and ``evaluation.json`` for the protocol and UES settings) and writes
 ``report.md`` (a table per forget protocol), ``report.csv`` (every metric of every run) and ``tradeoff.png``
 (forget mAP vs retain mAP, the original and the oracle marked). Each run's cost is given relative to the
-retrain oracle of the same protocol, the run whose model is ``Retrain``. Unlearning runs that left θ0 unchanged or
+retrain oracle of the same protocol, the run whose model is ``Retrain``. Each protocol's table marks ★ the metrics
+its verdicts rest on, and each unlearning run is followed by its noise baseline (θ0 plus noise of its drift).
+Unlearning runs that left θ0 unchanged or
 collapsed the embedding (``unlearnkit.status``) are marked ⚠ and listed with what to change.
 """
 
@@ -28,7 +30,20 @@ HEADLINE = [
     ("retain/mAP", "retain mAP ↑"), ("retain/R@1", "retain R@1 ↑"), ("retain/CS", "retain CS"),
     ("UES", "UES ↑"), ("mia/membership_recall", "MIA recall ↓"), ("mia/attack_acc", "attack acc"),
     ("oracle_gap/forget/mAP", "Δ oracle, forget mAP ↓"), ("oracle_gap/retain/mAP", "Δ oracle, retain mAP ↓"),
+    ("mia/attack_fpr", "attack FPR"), ("mia/forget_auc", "MIA forget AUC"), ("drift", "drift from θ0"),
+    ("retain_heldout/mAP", "held-out retain mAP ↑"), ("memorisation/mAP", "memorisation gap"),
+    ("oracle_gap/retain_heldout/mAP", "Δ oracle, held-out retain mAP ↓"),
+    ("oracle_gap/memorisation/mAP", "Δ oracle, memorisation ↓"), ("oracle_gap/mia/forget_auc", "Δ oracle, MIA AUC ↓"),
 ]
+# the metrics each protocol's verdicts rest on (docs/metrics.md), marked ★ in its table; verification on
+# retained and unseen people's pairs is a headline of the identity protocol too
+PROTOCOL_HEADLINE = {
+    "identity": ("forget/mAP", "forget/R@1", "forget/CS", "retain/mAP"),
+    "sample": ("oracle_gap/forget/mAP", "oracle_gap/retain_heldout/mAP", "oracle_gap/memorisation/mAP",
+               "oracle_gap/mia/forget_auc", "memorisation/mAP", "retain_heldout/mAP"),
+}
+PROTOCOL_HEADLINE["quality"] = PROTOCOL_HEADLINE["sample"]
+NOISE = "noise/"
 COST_COLUMNS = [("cost_vs_retrain/wall_seconds", "time ×retrain"), ("cost_vs_retrain/images", "images ×retrain")]
 
 
@@ -119,7 +134,18 @@ def report_rows(runs: list[Run]) -> list[dict]:
             status = {"status": run.status["verdict"]} if run.status else {}
             rows.append({"run": run.name, "model": run.model, "protocol": protocol, "kind": kind, **status,
                          **run.metrics, **cost_vs_retrain(run, retrain_for(run, runs))})
+            noise = {k[len(NOISE):]: v for k, v in run.metrics.items() if k.startswith(NOISE)}
+            if noise and kind == "method":  # θ0 + isotropic noise of this run's drift: what noise reaches
+                rows.append({"run": f"↳ noise at {run.name}'s drift", "model": "", "protocol": protocol,
+                             "kind": "noise", **noise})
     return rows
+
+
+def is_headline(key: str, protocol: str) -> bool:
+    """Whether ``key`` is one of the metrics ``protocol``'s verdicts rest on."""
+    if protocol == "identity" and key.startswith("verify/") and key.endswith(("/retained/acc", "/unseen/acc")):
+        return True
+    return key in PROTOCOL_HEADLINE.get(protocol, ())
 
 
 def _fmt(value) -> str:
@@ -137,20 +163,24 @@ def _settings_line(runs: list[Run]) -> str:
 
 
 def markdown(runs: list[Run], rows: list[dict]) -> str:
-    verify = sorted({k for r in rows for k in r if k.startswith("verify/") and k.endswith("/acc")})
-    columns = [c for c in HEADLINE + [(k, f"{k[7:-4]} acc ↑") for k in verify] + COST_COLUMNS
-               if any(c[0] in r for r in rows)]
     lines = ["# Unlearning report", "",
              f"{len(runs)} run(s): {', '.join(r.name for r in runs)}.", "",
              _settings_line(runs),
              "Cost ×retrain: the run's wall time, and images through a network (student and teacher forward"
-             " passes), divided by the Retrain run's of the same protocol.", ""]
+             " passes), divided by the Retrain run's of the same protocol.",
+             "★: the metrics the protocol's verdicts rest on (docs/metrics.md). ↳ noise rows: θ0's embeddings plus"
+             " isotropic noise of the run's drift; a figure this noise reaches says nothing about the method.", ""]
     for protocol in dict.fromkeys(r["protocol"] for r in rows):
+        mine = [r for r in rows if r["protocol"] == protocol]
+        verify = sorted({k for r in mine for k in r if k.startswith("verify/") and k.endswith("/acc")})
+        columns = [(key, f"★ {title}" if is_headline(key, protocol) else title)
+                   for key, title in HEADLINE + [(k, f"{k[7:-4]} acc ↑") for k in verify] + COST_COLUMNS
+                   if any(key in r for r in mine)]
         lines += [f"## Protocol: {protocol}", "",
                   "| run | model | " + " | ".join(title for _, title in columns) + " |",
                   "|---|---|" + "---:|" * len(columns)]
         for row in (r for r in rows if r["protocol"] == protocol):
-            name = f"**{row['run']}**" if row["kind"] != "method" else row["run"]
+            name = f"**{row['run']}**" if row["kind"] not in ("method", "noise") else row["run"]
             if row.get("status", "ok") != "ok":
                 name += f" ⚠ {row['status']}"
             lines.append(f"| {name} | {row['model'] or '–'} | "
