@@ -5,8 +5,8 @@ Reads each run's ``metrics.json`` (and ``evaluation.json`` for the protocol and 
 (forget mAP vs retain mAP, the original and the oracle marked). Each run's cost is given relative to the
 retrain oracle of the same protocol, the run whose model is ``Retrain``. Each protocol's table marks ★ the metrics
 its verdicts rest on, and each unlearning run is followed by its noise baseline (θ0 plus noise of its drift).
-Unlearning runs that left θ0 unchanged or
-collapsed the embedding (``unlearnkit.status``) are marked ⚠ and listed with what to change.
+Unlearning runs that left θ0 unchanged or collapsed the embedding (``unlearnkit.status``) are marked ⚠ and listed
+with what to change.
 """
 
 from __future__ import annotations
