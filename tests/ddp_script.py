@@ -139,8 +139,8 @@ def variants() -> dict[str, dict]:
 def build_variant(variant: dict, data: str, original: str):
     """The module and data module of a ``variants()`` entry on the synchronisation data."""
     cls = load_all()[variant["name"]]
-    if issubclass(cls, UnlearningMethod):
-        model = cls(original=original, lr=1e-3, **variant["kwargs"])
+    if issubclass(cls, UnlearningMethod):  # min_steps 0: one pass per epoch, not the stretched small-set epoch
+        model = cls(original=original, lr=1e-3, min_steps=0, **variant["kwargs"])
     else:
         model = cls(**ARCH, lr=1e-2)
     dm = tiny_datamodule(data, protocol=variant["protocol"],
