@@ -3,13 +3,19 @@
 Generates the set, pretrains θ0, evaluates the untrained and the pretrained backbone, measures how well the
 label-free quality score tracks the known degradation, retrains the oracle, unlearns with every method on
 the identity protocol and with CURE and the label-free baselines on the sample protocol, then writes the
-comparison report. Every step is a normal CLI run with its own run directory under ``--out``.
+comparison report. Every step is a normal CLI run with its own run directory under ``--out``. The console gets one
+line per run (elapsed time, what runs, its headline figures when it ends), then the report; each run's own output
+goes to ``<run_dir>/output.log`` (``--verbose``: Lightning's output on the console instead).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -65,54 +71,202 @@ def quality_correlation(run_dir: Path, data_args: list[str]) -> float:
     return float(spearmanr(scores, dm.source.qualities).statistic)
 
 
-def run_demo(out: str = "runs/demo", configs: str = "configs", quick: bool = False, wandb: bool = True) -> Path:
-    started = time.perf_counter()
+class Console:
+    """The demo's output. Quiet (the default): one line per run, ``[elapsed] n/N what: headline figures``, kept
+    live with the seconds spent while a run works when the output is a terminal; each run's own output (Lightning,
+    W&B, warnings) goes to ``<run_dir>/output.log``, redirected at the file-descriptor level so that nothing
+    reaches the terminal. Verbose: Lightning's own output, the same lines between the runs."""
+
+    def __init__(self, total: int, verbose: bool) -> None:
+        self.total, self.count, self.started = total, 0, time.perf_counter()
+        self.out = None
+        try:  # the terminal as the demo found it, kept while the runs write elsewhere
+            sys.stdout.flush()
+            self.out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8")
+        except (AttributeError, OSError, ValueError):  # no real file descriptor (e.g. captured): nothing to hide
+            verbose = True
+        self.verbose = verbose
+        self.live = self.out is not None and self.out.isatty()
+
+    def print(self, text: str = "") -> None:
+        print(text, file=self.out or sys.stdout, flush=True)
+
+    def minutes(self) -> float:
+        return (time.perf_counter() - self.started) / 60
+
+    def run(self, what: str, run_dir: Path, step, headline) -> dict:
+        """Run ``step()`` (one CLI run into ``run_dir``), then print its line with ``headline(metrics, summary)``."""
+        self.count += 1
+        prefix = f"{self.count:2d}/{self.total} {what:<24}"
+        began = time.perf_counter()
+        if self.verbose:
+            self.print(f"[{self.minutes():5.1f} min] {prefix} running (--verbose: Lightning's output follows)")
+            metrics = step()
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            ticking = threading.Event()
+            ticker = threading.Thread(target=self._tick, args=(prefix, began, ticking), daemon=True)
+            if self.live:
+                ticker.start()
+            try:
+                with output_to(run_dir / "output.log"):
+                    metrics = step()
+            except BaseException as err:
+                self._stop(ticker, ticking)
+                line = (f"[{self.minutes():5.1f} min] {prefix} failed: {_last_error(run_dir / 'output.log', err)} "
+                        f"(its output: {run_dir / 'output.log'})")
+                self.print(f"\r{line}\033[K" if self.live else line)
+                raise
+            self._stop(ticker, ticking)
+        summary_path = run_dir / "metrics.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+        line = (f"[{self.minutes():5.1f} min] {prefix} done in {time.perf_counter() - began:3.0f} s: "
+                f"{headline(metrics, summary)}")
+        self.print(f"\r{line}\033[K" if self.live else line)  # a live line is overwritten, to its end
+        return metrics
+
+    @staticmethod
+    def _stop(ticker: threading.Thread, ticking: threading.Event) -> None:
+        ticking.set()
+        if ticker.is_alive():
+            ticker.join()
+
+    def _tick(self, prefix: str, began: float, stop: threading.Event) -> None:
+        """While a run works: its line with the seconds spent, rewritten in place every second."""
+        spinner = "|/-\\"
+        n = 0
+        while not stop.wait(0.0 if n == 0 else 1.0):
+            self.out.write(f"\r[{self.minutes():5.1f} min] {prefix} running {time.perf_counter() - began:3.0f} s "
+                           f"{spinner[n % 4]}\033[K")
+            self.out.flush()
+            n += 1
+
+
+@contextlib.contextmanager
+def output_to(path: Path):
+    """Everything written to file descriptors 1 and 2 (Python, Lightning's logging, C code, child processes) goes
+    to ``path`` (appended) while the block runs."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+
+
+def _last_error(log: Path, err: BaseException) -> str:
+    """The run's own error line (``error: …`` from the CLI), else the exception."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.is_file() else []
+    errors = [line for line in lines if line.startswith("error:")]
+    return errors[-1] if errors else f"{type(err).__name__}: {err}"
+
+
+def _figures(metrics: dict, keys: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{label} {metrics[key]:.3f}" for key, label in keys if key in metrics)
+
+
+def foundation_headline(metrics: dict, summary: dict) -> str:
+    return _figures(metrics, [("retain/R@1", "retain R@1"), ("retain/mAP", "retain mAP")])
+
+
+def oracle_headline(metrics: dict, summary: dict) -> str:
+    return _figures(metrics, [("forget/mAP", "forget mAP"), ("retain/mAP", "retain mAP")])
+
+
+def method_headline(metrics: dict, summary: dict) -> str:
+    """Forget / retain mAP and UES, and the run's status where it did nothing or collapsed (``unlearnkit.status``)."""
+    text = _figures(metrics, [("forget/mAP", "forget mAP"), ("retain/mAP", "retain mAP"), ("UES", "UES")])
+    status = summary.get("status") or {}
+    if status.get("verdict", "ok") != "ok":
+        text += f"  ⚠ {status['verdict']}: {status['advice']}"
+    return text
+
+
+def chosen(methods: str | None, available: list[str]) -> list[str]:
+    """The methods of ``available`` named in ``methods`` (comma-separated; None: all)."""
+    if methods is None:
+        return available
+    from unlearnkit.cli.main import METHOD_CLASSES
+
+    names = [name.strip() for name in methods.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METHOD_CLASSES]
+    if unknown:
+        from unlearnkit.errors import ConfigError
+
+        raise ConfigError(f"unknown method {unknown[0]!r} in --methods: choose among "
+                          f"{', '.join(sorted(METHOD_CLASSES))}")
+    return [name for name in available if name in names]
+
+
+def run_demo(out: str = "runs/demo", configs: str = "configs", quick: bool = False, wandb: bool = True,
+             verbose: bool = False, methods: str | None = None) -> Path:
     out, configs = Path(out), Path(configs)
     out.mkdir(parents=True, exist_ok=True)
-    common = ["--wandb", str(wandb).lower(), "--trainer.enable_progress_bar", "false"]
+    lightning_output = ["--trainer.enable_progress_bar", str(verbose).lower(),
+                        "--trainer.enable_model_summary", str(verbose).lower()]
+    common = ["--wandb", str(wandb).lower(), *lightning_output]
     data = ["--data", str(configs / "data/synthetic.yaml")]
     if quick:
         common += ["--trainer.max_epochs", "2"]
-    pretrain = cli(["fit", "--config", str(configs / "experiment/pretrain_synthetic.yaml"),
-                    "--run_dir", str(out / "pretrain"), *common])
+    protocols = [(protocol, extra, found) for protocol, extra, found in (
+        ("identity", [], chosen(methods, _identity_methods())),
+        ("sample", SAMPLE_PROTOCOL, chosen(methods, ["Cure", *LABEL_FREE_BASELINES]))) if found]
+    console = Console(2 + sum(1 + len(found) for _, _, found in protocols), verbose)
+    console.print(f"unlearnkit demo: {console.total} runs on the generated faces, each a CLI run under {out}/ with "
+                  f"its own output in output.log{'' if console.verbose else ' (--verbose shows it here)'}")
+
+    def run(what: str, run_dir: Path, args: list[str], headline) -> dict:
+        return console.run(what, run_dir, lambda: cli([*args, "--run_dir", str(run_dir), *common]), headline)
+
+    pretrain = run("pretrain θ0", out / "pretrain", ["fit", "--config",
+                   str(configs / "experiment/pretrain_synthetic.yaml")], foundation_headline)
     original = out / "pretrain" / "checkpoints" / "last.ckpt"
-    untrained = cli(["validate", "--config", str(configs / "experiment/pretrain_synthetic.yaml"),
-                     "--run_dir", str(out / "untrained"), *common])
-    rho = quality_correlation(out / "pretrain", data)
+    untrained = run("untrained backbone", out / "untrained", ["validate", "--config",
+                    str(configs / "experiment/pretrain_synthetic.yaml")], foundation_headline)
+    with contextlib.nullcontext() if console.verbose else output_to(out / "quality.log"):
+        rho = quality_correlation(out / "pretrain", data)
     foundation = "\n".join([
         f"untrained backbone  retain R@1 {untrained.get('retain/R@1', float('nan')):.3f}"
         f"  mAP {untrained.get('retain/mAP', float('nan')):.3f}",
         f"pretrained θ0       retain R@1 {pretrain.get('retain/R@1', float('nan')):.3f}"
         f"  mAP {pretrain.get('retain/mAP', float('nan')):.3f}",
         f"quality score vs true degradation: Spearman {rho:.3f}"])
-    print(f"\n== θ0 ready after {(time.perf_counter() - started) / 60:.1f} min ==\n{foundation}\n", flush=True)
+    console.print(f"\n== θ0 ready after {console.minutes():.1f} min ==\n{foundation}\n")
 
     runs = []
-    for protocol, extra in (("identity", []), ("sample", SAMPLE_PROTOCOL)):
+    for protocol, extra, found in protocols:
         retrain_dir = out / f"{protocol}-retrain"
-        cli(["fit", "--config", str(configs / "experiment/retrain_synthetic.yaml"), "--run_dir", str(retrain_dir),
-             *extra, *common])
+        run(f"{protocol}-retrain", retrain_dir, ["fit", "--config", str(configs / "experiment/retrain_synthetic.yaml"),
+                                                 *extra], oracle_headline)
         runs.append(retrain_dir)
         trainer = trainer_with_oracle(configs / "trainer/cpu_unlearn.yaml",
                                       retrain_dir / "checkpoints" / "last.ckpt", out / f"trainer-{protocol}.yaml")
-        methods = _identity_methods() if protocol == "identity" else ["Cure", *LABEL_FREE_BASELINES]
-        for method in methods:
+        for method in found:
             labels = [] if protocol == "identity" or method == "Cure" else ["--model.labels", "pseudo"]
             run_dir = out / f"{protocol}-{method}{'-pseudo' if labels else ''}"
-            cli(["fit", "--config", str(configs / "experiment/unlearn_synthetic.yaml"), "--trainer", str(trainer),
-                 "--model", method, "--model.original", str(original), *labels, *DEMO_OPTIONS.get(method, []),
-                 "--run_dir", str(run_dir),
-                 *extra, *common])
+            run(run_dir.name, run_dir, ["fit", "--config", str(configs / "experiment/unlearn_synthetic.yaml"),
+                                        "--trainer", str(trainer), "--model", method, "--model.original", str(original),
+                                        *labels, *DEMO_OPTIONS.get(method, []), *extra], method_headline)
             runs.append(run_dir)
 
     from unlearnkit.report import write_report
 
     report = write_report([out / "pretrain", *runs], out / "report")
-    minutes = (time.perf_counter() - started) / 60
-    print("\n== unlearnkit demo ==")
-    print(foundation)
-    print(Path(report).read_text() if Path(report).is_file() else report)
-    print(f"demo finished in {minutes:.1f} min; runs under {out}")
+    console.print("\n== unlearnkit demo ==")
+    console.print(foundation)
+    console.print(Path(report).read_text() if Path(report).is_file() else str(report))
+    console.print(f"demo finished in {console.minutes():.1f} min; runs under {out}")
     return out
 
 
@@ -129,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default="configs")
     parser.add_argument("--quick", action="store_true", help="2 epochs per run (a smoke test)")
     parser.add_argument("--no-wandb", action="store_true")
+    parser.add_argument("--verbose", action="store_true",
+                        help="Lightning's own output (progress bars, model summaries) instead of one line per run")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated unlearning methods to run, e.g. Dispersion,Cure (default: every one)")
     args = parser.parse_args(argv)
-    run_demo(args.out, args.configs, args.quick, not args.no_wandb)
+    run_demo(args.out, args.configs, args.quick, not args.no_wandb, args.verbose, args.methods)
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import pickle
 import sys
@@ -171,8 +172,12 @@ class UnlearnCLI(LightningCLI):
                 os.environ.setdefault("WANDB_MODE", "offline")
                 # a fixed id (e.g. from SLURM_JOB_ID) resumes the same run when a requeued job restarts
                 run_id = os.environ.get("UNLEARNKIT_WANDB_ID")
-                loggers.append(WandbLogger(save_dir=run_dir, project=config.wandb_project, name=Path(run_dir).name,
-                                           id=run_id, resume="allow" if run_id else None))
+                wandb_logger = WandbLogger(save_dir=run_dir, project=config.wandb_project, name=Path(run_dir).name,
+                                           id=run_id, resume="allow" if run_id else None)
+                # Lightning 2.6 passes anonymous=None, which W&B 0.31 warns about though the setting does nothing
+                if wandb_logger._wandb_init.get("anonymous", "") is None:
+                    del wandb_logger._wandb_init["anonymous"]
+                loggers.append(wandb_logger)
             kwargs["logger"] = loggers
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a plugin the config chose
@@ -191,6 +196,20 @@ def _set_aside(path: Path) -> None:
 
 # our run directory always holds files (lock, config, earlier parts) before the CSV logger starts; see _set_aside
 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+
+# Known noise of the pinned stack that no user can act on (Lightning's progress bar and model summary stay): torch
+# 2.14 deprecates the pytree call Lightning 2.6 makes at every fit; jsonargparse deprecates arguments LightningCLI
+# itself passes; Lightning advertises its litlogger service at every fit (a log record, dropped by the filter below)
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+
+
+class _NoAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdverts())
 
 
 # options a method swap keeps from the config (what was unlearned from, and how); every other option of the
