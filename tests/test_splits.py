@@ -103,3 +103,45 @@ def test_heldout_pairs_are_seeded_and_balanced(tiny_faces):
         assert i != j and (dm.labels[heldout[i]] == dm.labels[heldout[j]]) == same
     image = next(iter(dm.pair_loader(pairs)))["image"]
     assert image.shape[1:] == (3, 32, 32)
+
+
+@pytest.mark.parametrize("protocol", ["identity", "sample", "quality"])
+def test_unseen_people_are_never_trained_on_and_fixed_across_draws(protocol):
+    keys, ids, q = _toy(n_ids=12)
+    forget = 3 if protocol == "identity" else 0.2
+    split = make_split(keys, ids, protocol, forget, heldout_per_identity=2, quality=q, seed=1, unseen=3)
+    unseen = split.unseen_identities
+    assert len(unseen) == 3
+    for person in unseen:  # every image held out, none forgotten
+        assert all(p == "heldout" for p, i in zip(split.parts, ids) if i == person)
+    assert not set(unseen) & set(split.forget_identities)
+    assert make_split(keys, ids, protocol, forget, heldout_per_identity=2, quality=q, seed=1).unseen_identities == []
+    again = make_split(keys, ids, "identity", 2, heldout_per_identity=2, seed=1, forget_seed=4, unseen=3)
+    assert again.unseen_identities == unseen
+
+
+def test_unseen_people_cannot_be_everyone_or_forgotten():
+    keys, ids, _ = _toy(n_ids=4)
+    with pytest.raises(DataError, match="unseen"):
+        make_split(keys, ids, "identity", 1, unseen=3)
+    split = make_split(keys, ids, "identity", 1, unseen=1, seed=0)
+    with pytest.raises(DataError, match="unseen person"):
+        make_split(keys, ids, "identity", forget_identities=split.unseen_identities, unseen=1, seed=0)
+
+
+def test_unseen_people_give_verification_on_unseen_pairs(tiny_faces, original_ckpt):
+    """Issue 15, item 7: `verify/<set>/unseen/…` exists once some people are kept out of training."""
+    from conftest import quiet_trainer, tiny_datamodule
+
+    from unlearnkit.callbacks.evaluation import FaceEvaluation
+    from unlearnkit.methods.gradient_ascent import GradientAscent
+
+    dm = tiny_datamodule(tiny_faces, unseen_identities=4,
+                         pairs=[{"name": "heldout", "format": "heldout", "num_pairs": 200}])
+    evaluation = FaceEvaluation(plots=False, per_identity=False, mia=False)
+    quiet_trainer(callbacks=[evaluation]).validate(GradientAscent(original=str(original_ckpt)), datamodule=dm)
+    unseen = set(dm.split.unseen_identities)
+    assert len(unseen) == 4
+    evaluated = {dm.source.identities[i] for i in dm.eval_groups()[0]}
+    assert not evaluated & unseen  # verification only: no unseen person among the retrieval queries
+    assert {"verify/heldout/acc", "verify/heldout/unseen/acc", "verify/heldout/retained/acc"} <= set(evaluation.last)

@@ -180,6 +180,9 @@ class FaceDataModule(L.LightningDataModule):
             another image of the same person in the same part, and counted as ``data/bad_images``.
         seed: the split's and samplers' seed.
         forget_seed: draw another forget set over the same held-out images (a validation split for tuning).
+        unseen_identities: people (a count or a fraction) kept out of training entirely: their images are only
+            evaluated, so ``heldout`` pairs among them give ``verify/<set>/unseen/…``. They are not retrieval
+            queries (those are the forgotten and retained people).
     """
 
     def __init__(
@@ -207,6 +210,7 @@ class FaceDataModule(L.LightningDataModule):
         pixel_std: float = 0.5,
         seed: int = 0,
         forget_seed: int | None = None,
+        unseen_identities: float = 0,
     ) -> None:
         super().__init__()
         actual = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -271,7 +275,8 @@ class FaceDataModule(L.LightningDataModule):
                 raise DataError(f"forget list {path} is empty: name at least one identity to forget")
         quality = self._quality() if hp.protocol == "quality" else np.asarray(src.qualities, dtype=float)
         return make_split(src.keys, src.identities, hp.protocol, hp.forget, forget_ids,
-                          hp.heldout_per_identity, quality, hp.seed, hp.forget_seed)
+                          hp.heldout_per_identity, quality, hp.seed, hp.forget_seed,
+                          hp.get("unseen_identities", 0))
 
     def _quality(self) -> np.ndarray:
         """Per-image quality (higher = better) for the quality protocol."""
@@ -411,7 +416,10 @@ class FaceDataModule(L.LightningDataModule):
             return self._eval
         rng = np.random.default_rng([self.hparams.seed, 7])
         forget_ids = set(self.split.forget_identities) if self.split.protocol == "identity" else set()
+        unseen = set(self.split.unseen_identities)
         heldout = self.split.indices("heldout")
+        if unseen:  # unseen people are verification-only: not retrieval queries
+            heldout = heldout[np.array([self.source.identities[i] not in unseen for i in heldout], dtype=bool)]
         is_forget_person = np.array([self.source.identities[i] in forget_ids for i in heldout], dtype=bool)
         chosen, codes = [], []
         for name, indices in (

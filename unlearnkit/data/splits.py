@@ -38,6 +38,12 @@ class Split:
         return np.flatnonzero(self.parts == part)
 
     @property
+    def unseen_identities(self) -> list[str]:
+        """People with no training image at all (every image held out): verification on unseen people."""
+        trained = {self.identities[i] for i in self.indices("train")}
+        return sorted(set(self.identities) - trained)
+
+    @property
     def forget_identities(self) -> list[str]:
         """Identities with at least one forget image (for ``identity``: exactly the forgotten people)."""
         return sorted({self.identities[i] for i in self.indices("forget")})
@@ -98,9 +104,13 @@ def make_split(
     quality: np.ndarray | None = None,
     seed: int = 0,
     forget_seed: int | None = None,
+    unseen: float = 0,
 ) -> Split:
     """Deterministic split for ``seed``.
 
+    ``unseen`` people (a count ≥ 1 or a fraction < 1 of the identities; 0 = none) are kept out of training
+    entirely: all their images are held out, so verification on people the model never saw is measurable.
+    They are drawn first, with a generator of their own (the same people for every protocol and forget seed).
     ``forget`` is the number (≥ 1) or fraction (< 1) of identities (``identity``) or of training images
     (``sample``, ``quality``). ``forget_identities`` names the people to forget instead (identity protocol).
     ``forget_seed`` draws another forget set with the same held-out images (for tuning on a validation split).
@@ -116,8 +126,18 @@ def make_split(
     for i, ident in enumerate(identities):
         by_identity.setdefault(ident, []).append(i)
     names = sorted(by_identity)
+    unseen_ids: set[str] = set()
+    if unseen:
+        k_unseen = _count(unseen, len(names), "unseen identities")
+        if k_unseen >= len(names) - 1:
+            raise DataError(f"unseen={unseen} keeps {k_unseen} of {len(names)} identities out of training: "
+                            "leave at least two to train on (forget one, retain one)")
+        unseen_ids = set(np.random.default_rng([seed, 11]).choice(names, size=k_unseen, replace=False).tolist())
     for name in names:
         members = by_identity[name]
+        if name in unseen_ids:
+            parts[members] = "heldout"
+            continue
         if heldout_per_identity and len(members) > heldout_per_identity:
             chosen = rng.choice(members, size=heldout_per_identity, replace=False)
             parts[chosen] = "heldout"
@@ -133,6 +153,10 @@ def make_split(
                     " check the names against the identity folders"
                 )
             chosen_ids = sorted(set(forget_identities))
+            kept_out = sorted(set(chosen_ids) & unseen_ids)
+            if kept_out:
+                raise DataError(f"forget list names {kept_out[0]!r}, drawn as an unseen person (never trained on):"
+                                " lower data.unseen_identities or change data.seed")
             few = [name for name in chosen_ids if len(by_identity[name]) <= heldout_per_identity]
             if few:
                 raise DataError(
@@ -142,7 +166,8 @@ def make_split(
                 )
         else:
             # a forgotten person needs held-out images for the evaluation: draw among those who have enough
-            eligible = [name for name in names if len(by_identity[name]) > heldout_per_identity]
+            eligible = [name for name in names
+                        if len(by_identity[name]) > heldout_per_identity and name not in unseen_ids]
             k = _count(forget, len(names), "identities")
             if k > len(eligible):
                 raise DataError(
