@@ -57,7 +57,7 @@ def slope(xs, ys) -> float:
     return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
 
 
-def retrieval_scaling(sizes) -> None:
+def retrieval_scaling(sizes, repeats: int = 2) -> None:
     times, memories = [], []
     for n in sizes:
         x, labels = make_data(n, 512, per_identity=20, noise=2.0, seed=0)
@@ -65,6 +65,9 @@ def retrieval_scaling(sizes) -> None:
         (metrics, seconds) = result
         chunk = max(1, min(1024, MAX_CHUNK_SCORES // n))
         _, t_mm = timed(lambda x=x, chunk=chunk: bare_matmul(x, chunk))
+        for _ in range(repeats if n <= 20_000 else 0):  # alternating, best of: a busy machine slows both alike
+            seconds = min(seconds, timed(lambda x=x, labels=labels: retrieval(x, labels))[1])
+            t_mm = min(t_mm, timed(lambda x=x, chunk=chunk: bare_matmul(x, chunk))[1])
         times.append(seconds)
         memories.append(max(peak_mb, 1.0))
         say("retrieval", f"seconds_n{n}", seconds, f"mAP {metrics['mAP']:.4f}; bare product {t_mm:.2f} s")
@@ -105,10 +108,13 @@ def recordio_at_scale(count: int, size: int, measured: int) -> None:
         rng = np.random.default_rng(0)
         chosen = np.sort(rng.choice(len(source), measured, replace=False))
         encoded = [source.read_bytes(int(i)) for i in chosen]
-        _, t_decode = timed(lambda: [transform(Image.open(io.BytesIO(b)).convert("RGB")) for b in encoded])
         dataset = FaceDataset(source, chosen, np.zeros(len(source), np.int64), transform)
         loader = face_loader(dataset, range(len(chosen)), 256, 0)
-        _, t_loader = timed(lambda: [b["image"].shape for b in loader])
+        t_decode = t_loader = math.inf
+        for _ in range(3):  # alternating, best of three: a busy machine slows both alike
+            t_decode = min(t_decode, timed(
+                lambda: [transform(Image.open(io.BytesIO(b)).convert("RGB")) for b in encoded])[1])
+            t_loader = min(t_loader, timed(lambda: [b["image"].shape for b in loader])[1])
         say("recordio", "bare_decode_images_per_s", measured / t_decode)
         say("recordio", "loader_images_per_s", measured / t_loader, f"{measured} random images of {count}")
         say("recordio", "ratio_to_decode", t_loader / t_decode)
@@ -116,9 +122,10 @@ def recordio_at_scale(count: int, size: int, measured: int) -> None:
 
 def evaluation_at_scale(per_group: int, pairs: int, seed: int = 0) -> None:
     """The callback's metric computation on simulated embeddings of CASIA-scale evaluation sets."""
-    from unlearnkit.callbacks.evaluation import EvalEmbeddings, membership_metrics, retrieval_metrics
-    from unlearnkit.data.datamodule import GROUP_ID
+    from unlearnkit.metrics.collector import EvalEmbeddings
     from unlearnkit.metrics.functional import verification
+    from unlearnkit.metrics.measures import membership_metrics, retrieval_metrics
+    from unlearnkit.protocols import GROUP_ID
 
     groups = ["forget_train", "retain_train", "forget_test", "retain_test"]
     per_identity = 20
