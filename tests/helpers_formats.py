@@ -57,9 +57,9 @@ def image_of_kind(pixels: np.ndarray, mode: str) -> Image.Image:
 
 
 def expected_rgb(image: Image.Image) -> np.ndarray:
-    """What a reader should make of ``image``: its 8-bit RGB values (16-bit grey scaled down, not clipped)."""
+    """What a reader should make of ``image``: its 8-bit RGB values (16-bit grey's high byte, not clipped)."""
     if image.mode == "I;16":
-        grey = (np.asarray(image).astype(np.float64) / 257).round().astype(np.uint8)
+        grey = (np.asarray(image) >> 8).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
     return np.asarray(image.convert("RGB"))
 

@@ -33,19 +33,24 @@ def suffix_counts(names) -> str:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any decoded image as 8-bit RGB. 16-bit grey (``I;16``, ``I``) is scaled to 8 bits rather than clipped
+    """Any decoded image as 8-bit RGB. 16-bit grey (``I;16``, ``I``) keeps its high byte rather than being clipped
     (PIL's own ``convert`` saturates it to white), float images are read as [0, 1] when they fit, palette
     images with transparency go through RGBA (dropping alpha as for RGBA), CMYK, grey and bilevel convert."""
     mode = image.mode
     if mode == "RGB":
         return image
-    if mode.startswith("I") or mode == "F":
+    if mode.startswith("I"):
+        values = np.asarray(image)
+        if mode.startswith("I;16"):  # 0..65535 → 0..255: the high byte
+            values = values >> 8
+        elif values.max(initial=0) > 255:  # 32-bit integers holding 16-bit values (16-bit PGMs open so)
+            values = np.clip(values, 0, 65535) >> 8
+        image = Image.fromarray(values.astype(np.uint8))
+    elif mode == "F":
         values = np.asarray(image, dtype=np.float64)
-        if mode.startswith("I;16") or (mode == "I" and values.max(initial=0) > 255):
-            values = values / 257.0  # 0..65535 → 0..255
-        elif mode == "F" and values.min(initial=0) >= 0 and values.max(initial=0) <= 1:
+        if values.min(initial=0) >= 0 and values.max(initial=0) <= 1:
             values = values * 255.0
-        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
     elif mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image.convert("RGB")
