@@ -155,16 +155,27 @@ def test_trainer_uses_slurm_environment_and_job_wandb_id(in_slurm_job, tiny_face
     assert wandb.version == f"slurm-{JOB_ID}" and wandb._wandb_init["resume"] == "allow"
 
 
-def test_sigusr1_saves_at_a_step_boundary_requeues_and_resumes_exactly(in_slurm_job, tiny_faces, tmp_path,
-                                                                        monkeypatch):
-    """SIGUSR1 mid-training: the handler only records it; at the end of that step SlurmRequeue saves
+def dispersion_cli_args(tiny_faces, original_ckpt, run_dir, *extra) -> list[str]:
+    """Dispersion from θ0 with frozen BatchNorm, 3 P×K batches an epoch (18 forget images, P×K = 2 × 3)."""
+    return ["fit", "--model", "Dispersion", "--model.original", str(original_ckpt), "--model.min_steps", "0",
+            "--data", "FaceDataModule", "--data.root", str(tiny_faces), "--data.image_size", "32",
+            "--data.forget", "3", "--data.pk_identities", "2", "--data.pk_images", "3",
+            "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false", "--trainer.limit_val_batches", "0",
+            "--run_dir", str(run_dir), "--wandb", "false", *extra]
+
+
+def test_sigusr1_saves_at_a_step_boundary_requeues_and_resumes_exactly(in_slurm_job, tiny_faces, original_ckpt,
+                                                                        tmp_path, monkeypatch):
+    """SIGUSR1 mid-step: the handler only records it; at the end of that step SlurmRequeue saves
     hpc_ckpt_1.ckpt, calls `scontrol requeue <job>` and stops the run (exit status 0); the requeued job resumes
-    from the checkpoint env.sh picks and ends with the parameters of an uninterrupted run."""
+    from the checkpoint env.sh picks, mid-epoch, with BatchNorm still frozen, and ends with the parameters of an
+    uninterrupted run."""
     import torch
 
     from unlearnkit.callbacks.requeue import JobRequeued
     from unlearnkit.cli.main import main
-    from unlearnkit.methods.base import Pretrain
+    from unlearnkit.methods.dispersion import Dispersion
 
     bin_dir, log = tmp_path / "bin", tmp_path / "scontrol.log"
     bin_dir.mkdir()
@@ -172,8 +183,10 @@ def test_sigusr1_saves_at_a_step_boundary_requeues_and_resumes_exactly(in_slurm_
     (bin_dir / "scontrol").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     seen = {}
+    train_start = Dispersion.on_train_start
 
     def on_train_start(self):
+        train_start(self)
         seen.setdefault("start_steps", []).append(self.trainer.global_step)
         seen["handler"] = signal.getsignal(signal.SIGUSR1)
 
@@ -182,15 +195,15 @@ def test_sigusr1_saves_at_a_step_boundary_requeues_and_resumes_exactly(in_slurm_
             seen["signal"] = False
             os.kill(os.getpid(), signal.SIGUSR1)
 
-    monkeypatch.setattr(Pretrain, "on_train_start", on_train_start)
-    monkeypatch.setattr(Pretrain, "on_before_optimizer_step", on_before_optimizer_step)
+    monkeypatch.setattr(Dispersion, "on_train_start", on_train_start)
+    monkeypatch.setattr(Dispersion, "on_before_optimizer_step", on_before_optimizer_step)
     whole = tmp_path / "whole"
-    assert main(pretrain_cli_args(tiny_faces, whole, "--wandb", "false", "--trainer.max_steps", "4")) == 0
+    assert main(dispersion_cli_args(tiny_faces, original_ckpt, whole, "--trainer.max_steps", "5")) == 0
 
     seen["signal"] = True
     run_dir = tmp_path / "run"
     with pytest.raises(JobRequeued) as stopped:
-        main(pretrain_cli_args(tiny_faces, run_dir, "--wandb", "false", "--trainer.max_steps", "4"))
+        main(dispersion_cli_args(tiny_faces, original_ckpt, run_dir, "--trainer.max_steps", "5"))
     assert stopped.value.code == 0 and "requeued SLURM job 4242 at step 2" in stopped.value.message
     assert seen["handler"] not in (signal.SIG_DFL, signal.SIG_IGN, None), "no SIGUSR1 handler during fit"
     assert log.read_text().split() == ["requeue", JOB_ID]
@@ -199,10 +212,10 @@ def test_sigusr1_saves_at_a_step_boundary_requeues_and_resumes_exactly(in_slurm_
     ckpt = source_env(slurm_env(tmp_path, RUN_DIR=str(run_dir)))["UNLEARNKIT_CKPT"]
     assert ckpt == str(run_dir / "hpc_ckpt_1.ckpt")
     assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == 2  # the step in flight ended
-    assert main(pretrain_cli_args(tiny_faces, run_dir, "--wandb", "false", "--trainer.max_steps", "4",
-                                  "--ckpt_path", ckpt)) == 0
+    assert main(dispersion_cli_args(tiny_faces, original_ckpt, run_dir, "--trainer.max_steps", "5",
+                                    "--ckpt_path", ckpt)) == 0
     assert seen["start_steps"] == [0, 0, 2]
     final = [torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True) for d in (whole, run_dir)]
-    assert final[0]["global_step"] == final[1]["global_step"] == 4
+    assert final[0]["global_step"] == final[1]["global_step"] == 5
     differ = [k for k, v in final[0]["state_dict"].items() if not torch.equal(v, final[1]["state_dict"][k])]
     assert not differ, f"the resumed run differs from the uninterrupted one: {differ[:5]}"

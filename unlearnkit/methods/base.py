@@ -499,7 +499,14 @@ class UnlearningMethod(FaceModule):
         """The method's loss on ``batch`` = {part: {image, label, index}}; return a tensor or a dict with 'loss'."""
         raise NotImplementedError
 
+    def on_train_start(self) -> None:
+        self.freeze_modes()  # a run resumed mid-epoch gets no on_train_epoch_start (Lightning skips it)
+
     def on_train_epoch_start(self) -> None:
+        self.freeze_modes()
+
+    def freeze_modes(self) -> None:
+        """The teacher, and with ``freeze_bn`` the student's BatchNorm layers, in eval mode while training."""
         if self.teacher is not None:
             self.teacher.eval()
         if self.hparams.get("freeze_bn", True):
