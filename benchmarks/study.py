@@ -225,7 +225,7 @@ def cell(mean: float, std: float) -> str:
 
 def write_results(path: Path, table: dict, keys: list[str], all_results: dict, claim_lines: list[str],
                   minutes: float, args) -> None:
-    from unlearnkit.callbacks.plots import save_tradeoff
+    from unlearnkit.plots import save_tradeoff
     from unlearnkit.utils.io import write_text
 
     out = ["# Results", "", f"Produced by `python benchmarks/study.py {' '.join(sys.argv[1:])}`: its runs took "

@@ -5,6 +5,7 @@ nothing else, and the run's files and W&B media are written."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,11 +17,15 @@ import torch.nn.functional as F
 from conftest import ARCH, pretrain_cli_args, quiet_trainer, tiny_datamodule
 
 from unlearnkit.callbacks import evaluation as E
-from unlearnkit.callbacks.evaluation import EvalEmbeddings, FaceEvaluation, membership_metrics, ues_metrics
+from unlearnkit.callbacks.evaluation import FaceEvaluation
 from unlearnkit.callbacks.run_files import RunSummary
-from unlearnkit.data.datamodule import GROUP_ID
 from unlearnkit.errors import ConfigError
 from unlearnkit.metrics import functional as MF
+from unlearnkit.metrics import measures as M
+from unlearnkit.metrics import suite
+from unlearnkit.metrics.collector import EvalEmbeddings
+from unlearnkit.metrics.measures import membership_metrics, ues_metrics
+from unlearnkit.protocols import GROUP_ID, pair_people, query_groups
 
 # ------------------------------------------------------------------------------------------------ UES
 
@@ -348,12 +353,12 @@ def test_verification_utility_never_uses_forgotten_people():
                                             else (rng.choice(by_person[a]), rng.choice(by_person[b])))))
         issame.append(a == b)
     pair_set = PairSet(lambda k: None, pairs, issame, name="set", keys=keys)
-    who = E.pair_people(dm, pair_set)
+    who = pair_people(dm, pair_set)
     assert set(who[[identities.index(p) for p in forgotten]]) == {"forgotten"}
     assert set(who[-8:]) == {"unseen"} and (who == "retained").sum() == 72 - 6 * len(forgotten)
 
     ev = EvalEmbeddings({}, {"set": z})
-    r = E.verification_metrics(ev, [pair_set], people={"set": who})
+    r = M.verification_metrics(ev, [pair_set], people={"set": who})
     assert r["verify/set/retained/acc"] == 1.0 and r["verify/set/unseen/acc"] == 1.0
     assert r["verify/set/acc"] < 0.97, "the whole set, forgotten people included, is not utility"
     kept = [k for k, (i, j) in enumerate(pairs) if who[i] == who[j] == "retained"]
@@ -362,7 +367,7 @@ def test_verification_utility_never_uses_forgotten_people():
     assert r["verify/set/retained/acc"] == pytest.approx(direct["acc"])
     assert r["verify/set/retained/tar@far=1e-3"] == pytest.approx(direct["tar@far"])
     # a set without people of a group reports no such key
-    assert "verify/set/unseen/acc" not in E.verification_metrics(ev, [pair_set], people={"set": np.where(
+    assert "verify/set/unseen/acc" not in M.verification_metrics(ev, [pair_set], people={"set": np.where(
         who == "unseen", "forgotten", who)})
 
 
@@ -389,11 +394,11 @@ def _memorising_set(memorised: bool, seed: int = 0, identities: int = 30) -> Eva
 
 
 def test_memorisation_gap_separates_memorised_forget_images_from_unseen_ones():
-    memorised = E.heldout_metrics(_memorising_set(True))
+    memorised = M.heldout_metrics(_memorising_set(True))
     assert memorised["memorisation/mAP"] > 0.2 and memorised["memorisation/R@1"] > 0.1
     assert memorised["memorisation/mAP"] == pytest.approx(
         memorised["memorisation/forget_train/mAP"] - memorised["memorisation/heldout/mAP"])
-    gaps = [E.heldout_metrics(_memorising_set(False, seed))["memorisation/mAP"] for seed in range(3)]
+    gaps = [M.heldout_metrics(_memorising_set(False, seed))["memorisation/mAP"] for seed in range(3)]
     assert abs(np.mean(gaps)) < 0.05, gaps
     ev = _memorising_set(True)
     groups = ev.retrieval["groups"]
@@ -406,9 +411,88 @@ def test_memorisation_gap_separates_memorised_forget_images_from_unseen_ones():
 def test_noise_baseline_matches_the_models_drift():
     theta0 = _memorising_set(True)
     for target in (0.0, 0.05, 0.4):
-        noisy = E.matched_noise(theta0, target, seed=1)
-        assert E.drift(noisy, theta0) == pytest.approx(target, abs=1e-6)
+        noisy = M.matched_noise(theta0, target, seed=1)
+        assert M.drift(noisy, theta0) == pytest.approx(target, abs=1e-6)
         assert noisy.pairs["p"].shape == theta0.pairs["p"].shape
         assert torch.allclose(noisy.retrieval["embeddings"].norm(dim=1), torch.ones(len(noisy.retrieval["ids"])))
-    assert torch.equal(E.matched_noise(theta0, 0.1, seed=1).retrieval["embeddings"],
-                       E.matched_noise(theta0, 0.1, seed=1).retrieval["embeddings"])
+    assert torch.equal(M.matched_noise(theta0, 0.1, seed=1).retrieval["embeddings"],
+                       M.matched_noise(theta0, 0.1, seed=1).retrieval["embeddings"])
+
+
+# ------------------------------------------------------------------------------------------ the metric suite
+
+
+def _forget_spread(ev: EvalEmbeddings, ctx) -> dict[str, float]:
+    """A metric added by a user: 1 − the norm of the forget queries' mean embedding (0 = all in one point)."""
+    z = ev.retrieval["embeddings"][ev.group(query_groups(ctx.protocol)["forget"])]
+    return {"spread/forget": float(1 - z.double().mean(0).norm())}
+
+
+@pytest.fixture
+def own_registry(monkeypatch):
+    """A copy of the suite's registry for this test: metrics registered here vanish afterwards."""
+    monkeypatch.setattr(suite, "REGISTRY", dict(suite.REGISTRY))
+    return suite.REGISTRY
+
+
+def test_a_metric_registered_at_run_time_is_computed_for_every_subject(own_registry):
+    theta0, oracle_ev, model = _memorising_set(True), _memorising_set(False, seed=1), _memorising_set(True, seed=2)
+    suite.register("spread", _forget_spread, keys=("spread",))
+    ctx = suite.Context("sample", suite.Settings(ues_reference="oracle"))
+    original = suite.score_original(theta0, ctx)
+    oracle = suite.score_oracle(oracle_ev, dataclasses.replace(ctx, original=original))
+    m = suite.evaluate(model, dataclasses.replace(ctx, original=original, oracle=oracle))
+    noisy = M.matched_noise(theta0, M.drift(model, theta0), seed=0)
+    for prefix, ev in (("", model), ("original/", theta0), ("oracle/", oracle_ev), ("noise/", noisy)):
+        assert m[f"{prefix}spread/forget"] == pytest.approx(_forget_spread(ev, ctx)["spread/forget"]), prefix
+    # metrics that read other values run after it: its gap to the oracle is there too
+    assert m["oracle_gap/spread/forget"] == pytest.approx(abs(m["spread/forget"] - m["oracle/spread/forget"]))
+    assert "noise/oracle_gap/spread/forget" in m
+    # the references' rules: θ0 against nothing, the oracle against θ0 (its own UES, no gap to itself)
+    assert not any(k.startswith(("original/UES", "original/drift", "original/oracle_gap")) for k in m)
+    assert m["oracle/UES"] == pytest.approx(1.0) and "oracle/drift" in m
+    assert not any(k.startswith("oracle/oracle_gap") for k in m)
+    assert m["UES"] == pytest.approx(ues_metrics(m, original.values, oracle.values, reference="oracle")["UES"])
+    assert m["memorisation/mAP"] == M.heldout_metrics(model)["memorisation/mAP"]
+    # a metric that needs the oracle is skipped where there is none
+    suite.register("needs_oracle", lambda ev, ctx: {"vs_oracle": 1.0}, keys=("vs_oracle",), needs=("oracle",))
+    assert "vs_oracle" not in suite.evaluate(model, dataclasses.replace(ctx, original=original))
+    assert "vs_oracle" in suite.evaluate(model, dataclasses.replace(ctx, original=original, oracle=oracle))
+    assert "spread" in suite.key_prefixes()
+
+
+def test_the_suite_refuses_metrics_that_break_its_contract(own_registry):
+    with pytest.raises(ValueError, match="overlaps 'forget'"):
+        suite.register("mine", _forget_spread, keys=("forget/spread",))
+    with pytest.raises(ValueError, match="overlaps 'noise'"):
+        suite.register("mine", _forget_spread, keys=("noise",))
+    with pytest.raises(ValueError, match="needs"):
+        suite.register("mine", _forget_spread, keys=("spread",), needs=("teacher",))
+    with pytest.raises(ValueError, match="option"):
+        suite.register("mine", _forget_spread, keys=("spread",), option="ks")
+    suite.register("mine", _forget_spread, keys=("scatter",))  # returns spread/…, outside its prefix
+    with pytest.raises(ValueError, match="'spread/forget', outside its key prefixes"):
+        suite.evaluate(_memorising_set(True), suite.Context("sample"))
+
+
+def test_a_metric_registered_at_run_time_reaches_metrics_json(tiny_faces, original_ckpt, tmp_path, own_registry):
+    """Through the callback: logged, in ``metrics.json`` and ``evaluation.json``, which ``RunSummary`` alone
+    writes, both with the suite's values as computed (before, metrics.json held Lightning's float32 copies)."""
+    from unlearnkit.methods.base import Pretrain
+
+    suite.register("spread", _forget_spread, keys=("spread",))
+    model = Pretrain.load_from_checkpoint(original_ckpt, map_location="cpu")
+    alone = FaceEvaluation(plots=False, per_identity=False, mia=False)
+    logged = quiet_trainer(default_root_dir=str(tmp_path / "alone"), callbacks=[alone]).validate(
+        model, datamodule=tiny_datamodule(tiny_faces), verbose=False)[0]
+    assert logged["spread/forget"] == pytest.approx(alone.last["spread/forget"])
+    assert alone.last["spread/forget"] == _forget_spread(alone.last_ev, suite.Context("identity"))["spread/forget"]
+    assert not (tmp_path / "alone" / "evaluation.json").exists(), "the callback itself writes no summary file"
+
+    evaluation = FaceEvaluation(plots=False, per_identity=False, mia=False)
+    quiet_trainer(default_root_dir=str(tmp_path / "run"), callbacks=[evaluation, RunSummary()]).validate(
+        model, datamodule=tiny_datamodule(tiny_faces), verbose=False)
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    values = json.loads((tmp_path / "run" / "evaluation.json").read_text())["metrics"]
+    assert values == evaluation.last and "spread/forget" in values
+    assert {k: summary[k] for k in values} == values

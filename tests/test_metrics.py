@@ -15,8 +15,8 @@ from sklearn.model_selection import KFold
 from sklearn.preprocessing import normalize
 
 from unlearnkit.errors import ConfigError
-from unlearnkit.metrics import ClusterCompactness, RetrievalMetrics, VerificationAccuracy
 from unlearnkit.metrics import functional as MF
+from unlearnkit.metrics.collector import EmbeddingCollector
 from unlearnkit.metrics.search import kmeans, knn
 
 
@@ -353,7 +353,7 @@ def test_kmeans_blobs_deterministic_and_checks_k():
         kmeans(x, 0)
 
 
-# -------------------------------------------------------------------------------------- metric classes
+# ------------------------------------------------------------- the DDP-exact collector and the functional metrics
 def shuffled_batches_with_repeats(n, batch, seed):
     """Sample order as several ranks/batches might deliver it, with padding repeats (DDP sampler)."""
     rng = np.random.default_rng(seed)
@@ -361,32 +361,44 @@ def shuffled_batches_with_repeats(n, batch, seed):
     return [torch.from_numpy(order[i:i + batch]) for i in range(0, len(order), batch)]
 
 
-def test_retrieval_and_compactness_classes_equal_functional():
+def test_collected_retrieval_and_compactness_equal_functional():
+    """The evaluation gathers embeddings with ``EmbeddingCollector`` (which replaced the torchmetrics metric
+    classes): each id once whatever the batch order and padding repeats, so the functional metrics on what it
+    gathered equal them on the plain arrays, per query group too."""
     x, labels = clustered(n=150, seed=8)
     group = (labels % 3 == 0).astype(np.int64)  # 1 = "forget" identities
     xt, lt, gt = torch.from_numpy(x).double(), torch.from_numpy(labels), torch.from_numpy(group)
-    flat, grouped = RetrievalMetrics(ks=(1, 5)), RetrievalMetrics(groups={0: "retain", 1: "forget"})
-    cs, cs_grouped = ClusterCompactness(), ClusterCompactness(groups={0: "retain", 1: "forget"})
+    collector, low = EmbeddingCollector(), EmbeddingCollector()
     for idx in shuffled_batches_with_repeats(150, 32, 0):
-        flat.update(xt[idx], lt[idx], idx + 1000)
-        grouped.update(xt[idx], lt[idx], idx + 1000, gt[idx])
-        cs.update(xt[idx].to(torch.bfloat16), lt[idx], idx)
-        cs_grouped.update(xt[idx], lt[idx], idx, groups=gt[idx])
-    assert flat.compute() == pytest.approx(MF.retrieval(x, labels))
-    got = grouped.compute()
-    for code, name in {0: "retain", 1: "forget"}.items():
-        assert got[name] == pytest.approx(MF.retrieval(x, labels, query_mask=group == code))
-        assert cs_grouped.compute()[name] == pytest.approx(MF.compactness(x[group == code], labels[group == code]))
-    assert got["forget"]["n_queries"] < 150
-    assert cs.compute() == pytest.approx(MF.compactness(xt.to(torch.bfloat16).float(), labels), abs=1e-6)
+        collector.update(xt[idx], idx + 1000, lt[idx], gt[idx])
+        low.update(xt[idx].to(torch.bfloat16), idx, lt[idx])
+    got = collector.compute()
+    assert got["ids"].tolist() == list(range(1000, 1150))
+    z, zl, zg = got["embeddings"], got["labels"], got["groups"]
+    assert MF.retrieval(z, zl) == pytest.approx(MF.retrieval(x, labels))
+    for code in (0, 1):
+        assert MF.retrieval(z, zl, query_mask=zg == code) == pytest.approx(MF.retrieval(x, labels, query_mask=group == code))
+        assert MF.compactness(z[zg == code], zl[zg == code]) == pytest.approx(
+            MF.compactness(x[group == code], labels[group == code]))
+    assert MF.retrieval(z, zl, query_mask=zg == 1)["n_queries"] < 150
+    assert MF.compactness(low.compute()["embeddings"], labels) == pytest.approx(
+        MF.compactness(xt.to(torch.bfloat16).float(), labels), abs=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore:The ``compute`` method")
-def test_verification_class_orders_pairs_by_id_and_drops_repeats():
+def test_collected_pair_images_give_the_verification_of_the_pairs():
+    """Pair sets are gathered as images, each id once in id order (repeats dropped), so the verification of
+    the pairs over the gathered images equals the functional metric on the plain pairs; a collector that
+    received nothing (a rank without samples) gathers an empty set."""
     e1, e2, issame = verification_pairs(n=300, seed=3)
-    metric = VerificationAccuracy(folds=10, far=1e-2)
-    for idx in shuffled_batches_with_repeats(300, 64, 1):
-        metric.update(torch.from_numpy(e1[idx]), torch.from_numpy(e2[idx]), torch.from_numpy(issame[idx]), idx)
-    assert metric.compute() == pytest.approx(MF.verification(e1, e2, issame, folds=10, far=1e-2))
-    with pytest.raises(ValueError):
-        VerificationAccuracy().compute()
+    images, pairs = np.concatenate([e1, e2]), np.stack([np.arange(300), 300 + np.arange(300)], 1)
+    collector = EmbeddingCollector()
+    for idx in shuffled_batches_with_repeats(600, 64, 1):
+        collector.update(torch.from_numpy(images[idx]), idx)
+    got = collector.compute()
+    assert got["ids"].tolist() == list(range(600))
+    z = got["embeddings"]
+    assert MF.verification(z[pairs[:, 0]], z[pairs[:, 1]], issame, folds=10, far=1e-2) == pytest.approx(
+        MF.verification(e1, e2, issame, folds=10, far=1e-2))
+    empty = EmbeddingCollector().compute()
+    assert empty["embeddings"].numel() == 0 and empty["ids"].numel() == 0

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unlearnkit.errors import DataError
+from unlearnkit.protocols import is_headline
 from unlearnkit.status import run_status
 from unlearnkit.utils.io import atomic_open, write_text
 
@@ -35,14 +36,6 @@ HEADLINE = [
     ("oracle_gap/retain_heldout/mAP", "Δ oracle, held-out retain mAP ↓"),
     ("oracle_gap/memorisation/mAP", "Δ oracle, memorisation ↓"), ("oracle_gap/mia/forget_auc", "Δ oracle, MIA AUC ↓"),
 ]
-# the metrics each protocol's verdicts rest on (docs/metrics.md), marked ★ in its table; verification on
-# retained and unseen people's pairs is a headline of the identity protocol too
-PROTOCOL_HEADLINE = {
-    "identity": ("forget/mAP", "forget/R@1", "forget/CS", "retain/mAP"),
-    "sample": ("oracle_gap/forget/mAP", "oracle_gap/retain_heldout/mAP", "oracle_gap/memorisation/mAP",
-               "oracle_gap/mia/forget_auc", "memorisation/mAP", "retain_heldout/mAP"),
-}
-PROTOCOL_HEADLINE["quality"] = PROTOCOL_HEADLINE["sample"]
 NOISE = "noise/"
 COST_COLUMNS = [("cost_vs_retrain/wall_seconds", "time ×retrain"), ("cost_vs_retrain/images", "images ×retrain")]
 
@@ -141,13 +134,6 @@ def report_rows(runs: list[Run]) -> list[dict]:
     return rows
 
 
-def is_headline(key: str, protocol: str) -> bool:
-    """Whether ``key`` is one of the metrics ``protocol``'s verdicts rest on."""
-    if protocol == "identity" and key.startswith("verify/") and key.endswith(("/retained/acc", "/unseen/acc")):
-        return True
-    return key in PROTOCOL_HEADLINE.get(protocol, ())
-
-
 def _fmt(value) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return f"{value:.3f}" if math.isfinite(value) else "–"
@@ -223,7 +209,7 @@ def tradeoff_points(rows: list[dict]) -> list[dict]:
 
 def write_report(run_dirs, out: str | Path = "report") -> Path:
     """Write ``report.md``, ``report.csv`` and ``tradeoff.png`` under ``out``; returns the path of report.md."""
-    from unlearnkit.callbacks.plots import save_tradeoff
+    from unlearnkit.plots import save_tradeoff
 
     if not run_dirs:
         raise DataError("give at least one run directory to report on")

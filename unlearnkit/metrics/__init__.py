@@ -1,6 +1,7 @@
-"""SPEC §3 metrics: plain functions in ``functional``, torchmetrics classes for loops and DDP, FAISS helpers."""
+"""SPEC §3 metrics: plain functions (``functional``), FAISS helpers (``search``), the DDP-exact embedding
+collector (``collector``), SPEC §3's measures of one model (``measures``) and the registry that runs them
+for the model and its references (``suite``)."""
 
 from unlearnkit.metrics import functional
-from unlearnkit.metrics.classes import ClusterCompactness, RetrievalMetrics, VerificationAccuracy
 
-__all__ = ["functional", "RetrievalMetrics", "ClusterCompactness", "VerificationAccuracy"]
+__all__ = ["functional"]

@@ -2,13 +2,18 @@
 
 Distributed samplers may pad an evaluation set with repeated samples; sample ids travel with the
 embeddings, so after the ``cat`` gather each id is kept once, ordered by id, whatever the rank order.
+``EvalEmbeddings`` holds what one model's collectors gathered: the input of the metric suite.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
+
+from unlearnkit.protocols import GROUP_ID
 
 
 class EmbeddingCollector(Metric):
@@ -54,3 +59,17 @@ def unique_first(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     first = torch.full((unique.numel(),), ids.numel(), dtype=torch.long, device=ids.device)
     first.scatter_reduce_(0, inverse, positions, reduce="amin")
     return unique, first
+
+
+@dataclass
+class EvalEmbeddings:
+    """Gathered embeddings of one model: the retrieval set (``EmbeddingCollector.compute``'s tensors by
+    field: embeddings, labels, ids, groups) and each pair set's images (embeddings in image order)."""
+
+    retrieval: dict[str, torch.Tensor]
+    pairs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def group(self, *names: str) -> torch.Tensor:
+        """Boolean mask of the retrieval samples in any of the evaluation groups ``names``."""
+        codes = torch.tensor([GROUP_ID[n] for n in names])
+        return torch.isin(self.retrieval["groups"].cpu(), codes)

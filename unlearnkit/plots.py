@@ -1,4 +1,5 @@
-"""Plots of a run and of a comparison, written as PNG without pyplot (no display or backend needed).
+"""Plots of a run (the evaluation callback's) and of a comparison (the report's, the study's), written as PNG
+without pyplot (no display or backend needed).
 
 ``matplotlib.figure.Figure`` renders with the Agg canvas on ``savefig``, so these work headless and never touch
 the user's interactive backend.
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from unlearnkit.metrics import functional as MF
+from unlearnkit.protocols import query_groups
 from unlearnkit.utils.io import atomic_open
 
 ROLE_TITLES = {"before": "original θ0", "after": "after unlearning", "oracle": "retrain oracle"}
@@ -73,8 +75,6 @@ def save_projection(evs: dict, path: str | Path, limit: int = 2000):
 
 def save_cs_histograms(evs: dict, protocol: str, path: str | Path):
     """Per-identity compactness (mean pairwise cosine) of the forget and retain query sets, each model overlaid."""
-    from unlearnkit.callbacks.evaluation import query_groups
-
     groups = query_groups(protocol)
     values = {(part, role): list(MF.compactness_per_identity(ev.retrieval["embeddings"][ev.group(group)].cpu(),
                                                              ev.retrieval["labels"][ev.group(group)].cpu()).values())
