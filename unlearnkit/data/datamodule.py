@@ -21,14 +21,11 @@ from unlearnkit.data import verification
 from unlearnkit.data.robust import BadImages, ResumableLoader, ResumableSampler
 from unlearnkit.data.samplers import PKSampler, ShuffleSampler, shard_contiguous
 from unlearnkit.data.sources import FaceSource, open_source, read_quality_csv
-from unlearnkit.data.splits import PARTS, Split, make_split, read_manifest
+from unlearnkit.data.splits import Split, make_split, read_manifest
 from unlearnkit.data.transforms import FaceTransform
 from unlearnkit.data.verification import PairSet
 from unlearnkit.errors import ConfigError, DataError
-
-# Groups of the retrieval evaluation set (the ``group`` of each evaluation sample).
-EVAL_GROUPS = {0: "forget_train", 1: "retain_train", 2: "forget_test", 3: "retain_test"}
-GROUP_ID = {name: code for code, name in EVAL_GROUPS.items()}
+from unlearnkit.protocols import GROUP_ID, PARTS, forgets_people
 
 
 class FaceDataset(Dataset):
@@ -415,7 +412,7 @@ class FaceDataModule(L.LightningDataModule):
         if getattr(self, "_eval", None) is not None:
             return self._eval
         rng = np.random.default_rng([self.hparams.seed, 7])
-        forget_ids = set(self.split.forget_identities) if self.split.protocol == "identity" else set()
+        forget_ids = set(self.split.forget_identities) if forgets_people(self.split.protocol) else set()
         unseen = set(self.split.unseen_identities)
         heldout = self.split.indices("heldout")
         if unseen:  # unseen people are verification-only: not retrieval queries

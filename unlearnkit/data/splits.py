@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from unlearnkit.errors import DataError
+from unlearnkit.protocols import PARTS, PROTOCOLS
 from unlearnkit.utils.io import atomic_open
 
-PROTOCOLS = ("identity", "sample", "quality")
-PARTS = ("forget", "retain", "heldout")
 MANIFEST_FIELDS = ("path", "identity", "split", "quality")
 
 
