@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export JSONARGPARSE_DEPRECATION_WARNINGS ?= off
 
-.PHONY: install demo test lint bench gpu-check clean
+.PHONY: install demo test test-cluster lint bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q -n 2 tests
+
+# The sbatch templates on a real one-node SLURM started here (as root; installs slurmd, slurmctld and munge
+# with apt-get when missing) and stopped afterwards, also when a test fails (scripts/slurm/local_cluster.sh).
+SLURM_DIR ?= /tmp/unlearnkit-slurm
+test-cluster: $(STAMP)
+	export UNLEARNKIT_SLURM_DIR=$(SLURM_DIR) SLURM_CONF=$(SLURM_DIR)/slurm.conf; \
+	scripts/slurm/local_cluster.sh start && $(PY) -m pytest -q -p no:cacheprovider -m cluster tests/test_cluster.py; \
+	status=$$?; scripts/slurm/local_cluster.sh stop; exit $$status
 
 bench: $(STAMP)
 	$(PY) benchmarks/retrieval.py
