@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).with_name("ddp_script.py")
 DDP_CONFIG = ROOT / "configs" / "trainer" / "ddp.yaml"
 GPU_CONFIG = ROOT / "configs" / "trainer" / "gpu.yaml"
+CPU_DDP_CONFIG = ROOT / "configs" / "trainer" / "cpu_ddp.yaml"
 # variables of a launcher around pytest (SLURM, torchrun) would make Lightning join that job instead
 LAUNCHER_VARS = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
                  "TORCHELASTIC_RUN_ID")
@@ -151,10 +152,10 @@ def test_every_method_keeps_ranks_in_step(world, tiny_faces, original_ckpt, tmp_
         assert not differ, f"{name}: parameters differ between ranks: {differ[:5]}"
 
 
-@pytest.mark.parametrize("config", [DDP_CONFIG, GPU_CONFIG], ids=["ddp", "gpu"])
+@pytest.mark.parametrize("config", [DDP_CONFIG, GPU_CONFIG, CPU_DDP_CONFIG], ids=["ddp", "gpu", "cpu_ddp"])
 def test_trainer_configs_overlay_an_experiment(config, tmp_path, monkeypatch):
-    """``--trainer gpu.yaml|ddp.yaml`` after an experiment config changes the devices and keeps the rest
-    (epochs, the evaluation callback); the trainer is built here on the CPU, not run."""
+    """``--trainer gpu.yaml|ddp.yaml|cpu_ddp.yaml`` after an experiment config changes the devices and keeps the
+    rest (epochs, the evaluation callback); the trainer is built here on the CPU (cpu_ddp.yaml as it is), not run."""
     import lightning.pytorch as pl
     from lightning.pytorch.strategies import DDPStrategy
 
@@ -168,14 +169,15 @@ def test_trainer_configs_overlay_an_experiment(config, tmp_path, monkeypatch):
     experiment = ROOT / "configs" / "experiment" / "pretrain_synthetic.yaml"
     experiment_trainer = yaml.safe_load((experiment.parent / yaml.safe_load(experiment.read_text())["trainer"])
                                         .read_text())
-    assert main(["fit", "--config", str(experiment),
-                 "--trainer", str(config), "--trainer.accelerator", "cpu", "--trainer.devices", str(min(devices, 2)),
-                 "--trainer.precision", "32-true", "--run_dir", str(tmp_path / "run"), "--wandb", "false"]) == 0
+    on_cpu = [] if config == CPU_DDP_CONFIG else ["--trainer.accelerator", "cpu", "--trainer.devices",
+                                                  str(min(devices, 2)), "--trainer.precision", "32-true"]
+    assert main(["fit", "--config", str(experiment), "--trainer", str(config), *on_cpu,
+                 "--run_dir", str(tmp_path / "run"), "--wandb", "false"]) == 0
     trainer = built[0]
     assert not trainer._accelerator_connector.use_distributed_sampler
     assert any(isinstance(c, FaceEvaluation) for c in trainer.callbacks)
     assert trainer.max_epochs == experiment_trainer["max_epochs"]
-    if config == DDP_CONFIG:
+    if config in (DDP_CONFIG, CPU_DDP_CONFIG):
         assert isinstance(trainer.strategy, DDPStrategy) and trainer.world_size == 2
         assert trainer.strategy._ddp_kwargs.get("find_unused_parameters") is True
     else:
