@@ -13,7 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unlearnkit.metrics.audit import final_score, forget_score  # the privacy audit's scores (SPEC §3)
+
 __all__ = [
+    "final_score",
+    "forget_score",
     "retrieval",
     "compactness",
     "compactness_per_identity",
