@@ -155,3 +155,31 @@ def test_example_statistic_is_the_logit_scaled_leave_one_out_cosine():
             continue
         c = float(torch.nn.functional.normalize(z[others].sum(0), dim=0) @ z[i])
         assert float(stat[i]) == pytest.approx(math.log((1 + c) / (1 - c)), abs=1e-9)
+
+
+def test_ks_forget_quality_is_in_the_metric_suite_for_runs_with_an_oracle():
+    from unlearnkit.metrics.collector import EvalEmbeddings
+    from unlearnkit.metrics.suite import Context, Scored, score
+    from unlearnkit.protocols import GROUP_ID
+
+    g = torch.Generator().manual_seed(3)
+    people, per = 40, 6
+    centres = torch.nn.functional.normalize(torch.randn(people, 32, generator=g), dim=1)
+    labels = torch.arange(people).repeat_interleave(per)
+    groups = torch.tensor([GROUP_ID["forget_train"], GROUP_ID["retain_train"], GROUP_ID["retain_train"],
+                           GROUP_ID["retain_train"], GROUP_ID["retain_test"], GROUP_ID["retain_test"]]).repeat(people)
+
+    def model(pull: float, seed: int) -> EvalEmbeddings:
+        """Embeddings whose forget images sit ``pull`` closer to their person (memorised) than the others."""
+        noise = torch.randn(len(labels), 32, generator=torch.Generator().manual_seed(seed))
+        scale = torch.where(groups == GROUP_ID["forget_train"], 1.0 - pull, 1.0)
+        z = centres[labels] + 0.15 * scale[:, None] * noise
+        return EvalEmbeddings({"embeddings": z, "labels": labels, "groups": groups, "ids": torch.arange(len(labels))})
+
+    oracle = Scored(model(0.0, 1), {})
+    ctx = Context(protocol="sample", oracle=oracle)
+    like_oracle = score(model(0.0, 2), ctx)
+    memorised = score(model(0.7, 2), ctx)
+    assert like_oracle["forget_quality/ks_p"] > 0.05
+    assert memorised["forget_quality/ks_p"] < 1e-4
+    assert "forget_quality/ks_p" not in score(model(0.0, 2), Context(protocol="sample"))  # no oracle, no test

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from unlearnkit.metrics.audit import example_statistic, ks_forget_quality
 from unlearnkit.metrics.collector import EvalEmbeddings
 from unlearnkit.metrics.measures import (
     drift,
@@ -243,6 +244,15 @@ def _oracle_gap(ev: EvalEmbeddings, ctx: Context) -> dict[str, float]:
     return oracle_gaps(ctx.values, ctx.oracle.values)
 
 
+def _forget_quality(ev: EvalEmbeddings, ctx: Context) -> dict[str, float]:
+    """KS test of the per-example audit statistic on the forget training images, this model vs the oracle."""
+    def statistic(e: EvalEmbeddings):
+        return example_statistic(e.retrieval["embeddings"], e.retrieval["labels"], e.group("forget_train"))
+
+    result = ks_forget_quality(statistic(ev), statistic(ctx.oracle.embeddings))
+    return {f"forget_quality/ks_{k.removesuffix('_value')}": v for k, v in result.items()}
+
+
 register("retrieval", _retrieval, keys=("forget", "retain"))
 register("heldout", _heldout, keys=("retain_heldout", "memorisation"), protocols=("sample", "quality"))
 register("verification", _verification, keys=("verify",), needs=("pairs",))
@@ -250,3 +260,4 @@ register("membership", _membership, keys=("mia",), option="mia")
 register("drift", _drift, keys=("drift",), needs=("original",))
 register("ues", _ues, keys=("UES",), needs=("original",), reads_values=True)
 register("oracle_gap", _oracle_gap, keys=("oracle_gap",), needs=("oracle",), reads_values=True)
+register("forget_quality", _forget_quality, keys=("forget_quality",), needs=("oracle",))
