@@ -62,10 +62,10 @@ SIZES = {
 }
 # what each section needs at least (seconds, real run) to be worth starting
 MIN_SECONDS = {"tests": 60, "knn": 20, "retrieval": 20, "throughput": 60, "step_ratio": 60, "mini_study": 120}
-STUDY_METHODS = {"identity": ["dispersion", "hard_dispersion", "cure", "gradient_ascent", "random_label"],
-                 "sample": ["cure", "dispersion", "hard_dispersion", "gradient_ascent", "random_label"]}
-SMOKE_STUDY_METHODS = {"identity": ["dispersion"], "sample": ["cure"]}
-SMOKE_STEP_METHODS = ("dispersion", "cure")
+STUDY_METHODS = {"identity": ["Dispersion", "HardDispersion", "Cure", "GradientAscent", "RandomLabel"],
+                 "sample": ["Cure", "Dispersion", "HardDispersion", "GradientAscent", "RandomLabel"]}
+SMOKE_STUDY_METHODS = {"identity": ["Dispersion"], "sample": ["Cure"]}
+SMOKE_STEP_METHODS = ("Dispersion", "Cure")
 
 
 class Check:

@@ -3,8 +3,8 @@
 Prints ``step_ratio <method> <ratio>`` per method: the median in-step time (forward, backward, optimiser;
 data loading excluded) divided by the median time of a pretraining step on a batch of the same size.
 Methods that consume a forget and a retain batch in every step get half the batch per part, so each step
-pushes the same number of images through the student; SCRUB uses one part per step, so it gets the full
-batch. Run: ``python benchmarks/step_overhead.py [--batch 64 --size 48 --steps 12]``; on a GPU add
+pushes the same number of images through the student; a method that uses one part per step (its batch recipe
+says so: SCRUB) gets the full batch. Every method of the registry is timed, by its class name. Run: ``python benchmarks/step_overhead.py [--batch 64 --size 48 --steps 12]``; on a GPU add
 ``--accelerator gpu --precision bf16-mixed`` (``benchmarks/gpu_check.py`` runs it so on ``iresnet50``).
 """
 
@@ -24,13 +24,13 @@ import torch  # noqa: E402
 
 from unlearnkit.data.datamodule import FaceDataModule  # noqa: E402
 from unlearnkit.data.synthetic import generate_synthetic  # noqa: E402
-from unlearnkit.methods import load_all  # noqa: E402
-from unlearnkit.methods.base import Pretrain, UnlearningMethod  # noqa: E402
+from unlearnkit.methods import unlearning_methods  # noqa: E402
+from unlearnkit.methods.base import Pretrain  # noqa: E402
 
-ONE_PART_PER_STEP = {"scrub"}
-TARGETS = {"finetune": 1.15, "gradient_ascent": 1.15, "random_label": 1.15, "dispersion": 1.15,
-           "hard_dispersion": 1.15, "boundary_expand": 1.15, "cure": 1.6, "scrub": 1.6, "bad_teacher": 1.6,
-           "boundary_shrink": 2.3}
+# the step ratio each method is held to (a method without one is timed and reported without a verdict)
+TARGETS = {"Finetune": 1.15, "GradientAscent": 1.15, "RandomLabel": 1.15, "Dispersion": 1.15,
+           "HardDispersion": 1.15, "BoundaryExpand": 1.15, "Cure": 1.6, "Scrub": 1.6, "BadTeacher": 1.6,
+           "BoundaryShrink": 2.3}
 
 
 class StepTimer(L.Callback):
@@ -75,6 +75,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def step_plan(batch: int, only=None) -> dict[str, tuple[int, str]]:
+    """Every unlearning method of the registry (or those named in ``only``: class names, or the old snake_case
+    keys) with the batch size each part gets and the protocol it is timed on, from its declarations: the batch is
+    shared between the parts of its batch recipe unless it uses one part per step; label-free methods run on the
+    sample protocol."""
+    methods = unlearning_methods()
+    names = list(methods) if only is None else [methods[name].__name__ for name in only]
+    plan = {}
+    for name, cls in methods.items():
+        if name in names:
+            recipe = cls.batches
+            share = batch if recipe.one_part_per_step else batch // len(recipe.parts)
+            plan[name] = (share, "identity" if cls.needs_labels else "sample")
+    return plan
+
+
 def measure(args: argparse.Namespace, report=print, only=None) -> dict[str, float]:
     """Every unlearning method's step ratio (or those named in ``only``), and the baseline's step seconds
     under ``baseline``."""
@@ -95,13 +111,9 @@ def measure(args: argparse.Namespace, report=print, only=None) -> dict[str, floa
     report(f"baseline_step_seconds {baseline:.4f} (pretrain, {images:.0f} images per step, {args.backbone} at "
            f"{args.size} px, {args.accelerator}, {args.precision})")
     ratios = {"baseline": baseline}
-    for name, cls in load_all().items():
-        if not issubclass(cls, UnlearningMethod) or (only is not None and name not in only):
-            continue
-        model = cls(original=str(ckpt))
-        parts = len(model.train_parts)
-        batch = args.batch if name in ONE_PART_PER_STEP else args.batch // parts
-        protocol = "identity" if cls.needs_labels else "sample"
+    methods = unlearning_methods()
+    for name, (batch, protocol) in step_plan(args.batch, only).items():
+        model = methods[name](original=str(ckpt))
         seconds, images = time_steps(model, root, args, protocol, batch)
         ratios[name] = ratio = seconds / baseline
         target = TARGETS.get(name)

@@ -1,7 +1,8 @@
 """The study: do both papers' claims hold? Every method, the original and the retrain oracle, over seeds.
 
 For each data set and seed: pretrain θ0; for each protocol retrain the oracle on D_r; give every method
-the same tuning budget (``--budget`` settings of its learning rate and main weight), chosen by UES on a
+the same tuning budget (``--budget`` settings from its declared search space, ``tuning``: its learning rate, its
+strength knob, its other loss weights), chosen by UES on a
 *validation* forget set (another forget draw over the same held-out images, ``data.forget_seed``), never on
 the evaluation split; tuning runs on the first seed (``--tune_seeds`` to tune on more) and its choice is used
 for every seed; run the chosen setting on the evaluation split with the oracle configured; collect
@@ -23,18 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-from unlearnkit.demo import cli, trainer_with_oracle
+from unlearnkit.demo import cli, model_options, trainer_with_oracle
+from unlearnkit.methods import label_free_comparison, method_defaults, unlearning_methods
 
 ROOT = Path(__file__).resolve().parents[1]
-IDENTITY_METHODS = ["Finetune", "GradientAscent", "RandomLabel", "BoundaryShrink", "BoundaryExpand", "Scrub",
-                    "BadTeacher", "Dispersion", "HardDispersion"]
-LABEL_FREE = ["Cure", "GradientAscent", "RandomLabel", "Scrub", "BadTeacher"]
-# the "main weight" each method is tuned on besides its learning rate
-MAIN_WEIGHT = {"GradientAscent": ("retain_weight", [0.0, 1.0]), "RandomLabel": ("retain_weight", [0.0, 1.0]),
-               "Dispersion": ("retain_weight", [0.0, 1.0]), "HardDispersion": ("retain_weight", [0.0, 1.0]),
-               "Scrub": ("forget_weight", [1.0, 2.0]), "BadTeacher": ("temperature", [1.0, 4.0]),
-               "Cure": ("lambda_cos", [1.0, 2.0]), "BoundaryShrink": ("epsilon", [0.1, 0.2]),
-               "Finetune": ("weight_decay", [0.0005, 0.0]), "BoundaryExpand": ("weight_decay", [0.0, 0.0005])}
 # data config and the pretraining experiment whose recipe makes θ0 and, as ``--model Retrain``, the oracle
 DATASETS = {"synthetic": ("configs/data/synthetic.yaml", "configs/experiment/pretrain_synthetic.yaml"),
             "lfw_subset": ("configs/data/lfw_subset.yaml", "configs/experiment/pretrain_lfw_subset.yaml")}
@@ -42,21 +35,30 @@ PROTOCOLS = {"identity": [], "sample": ["--data.protocol", "sample", "--data.for
              "quality": ["--data.protocol", "quality", "--data.forget", "0.1"]}
 
 
-def method_lr(method: str) -> float:
-    """The method's default learning rate (what ``--model <method>`` runs with)."""
-    from unlearnkit.cli.main import METHOD_CLASSES, method_defaults
-
-    return method_defaults(METHOD_CLASSES[method])["lr"]
+def study_methods() -> dict[str, dict[str, bool]]:
+    """Per protocol, the methods the study runs (read from the registry's declarations), each with whether it
+    runs as its ``labels: pseudo`` variant: identity, every method declaring ``identity_study``; sample, the
+    label-free comparison (label-free methods, then the label-free baselines); quality, its label-free methods."""
+    comparison = label_free_comparison()
+    return {"identity": {name: False for name, cls in unlearning_methods().items() if cls.identity_study},
+            "sample": comparison,
+            "quality": {name: False for name, pseudo in comparison.items() if not pseudo}}
 
 
 def settings(method: str, budget: int) -> list[dict]:
-    """``budget`` settings in a fixed order: the default lr, ×10, ÷10, then the default lr with the main
-    weight's other value (a decade either side: the probes found runaway thresholds within one)."""
-    lr = method_lr(method)
-    name, values = MAIN_WEIGHT[method]
-    grid = [{"lr": lr, name: values[0]}, {"lr": lr * 10, name: values[0]}, {"lr": lr / 10, name: values[0]},
-            {"lr": lr, name: values[1]}]
-    return grid[:budget]
+    """``budget`` settings from the method's declared search space (``tuning``) in a fixed order: its defaults,
+    the learning rate at the top and bottom of its range (by default a decade either side of its own), each other
+    value of its strength knob and loss weights, then learning rates in between (``SearchSpace.settings``)."""
+    cls = unlearning_methods()[method]
+    defaults = method_defaults(cls)
+    cls.tuning.check(method, defaults)
+    return cls.tuning.settings(defaults, budget)
+
+
+def study_plan(budget: int) -> dict[str, dict[str, list[dict]]]:
+    """Per protocol, each method the study runs and the settings it is tuned on (the first one alone at budget 1)."""
+    return {protocol: {method: settings(method, budget) for method in methods}
+            for protocol, methods in study_methods().items()}
 
 
 class Study:
@@ -89,20 +91,20 @@ class Study:
         return trainer_with_oracle(ROOT / "configs/trainer/cpu_unlearn.yaml", oracle, path, max_epochs=epochs,
                                    **overrides)
 
-    def tune(self, base: Path, protocol: str, methods: list[str], common: list[str]) -> dict:
-        """Each method's best of its ``budget`` settings by UES on the validation forget draw."""
+    def tune(self, base: Path, protocol: str, plan: dict[str, list[dict]], common) -> dict:
+        """Each method's best of its settings in ``plan`` (``study_plan``) by UES on the validation forget draw."""
         a = self.args
         if a.budget == 1:  # nothing to choose between: no tuning runs
-            return {method: settings(method, 1)[0] for method in methods}
+            return {method: candidates[0] for method, candidates in plan.items()}
         # evaluated once, at the end: only the final UES is compared
         trainer = self.trainer_config(None, a.epochs, base / f"trainer-tune-{protocol}.yaml",
                                       check_val_every_n_epoch=a.epochs)
         chosen = {}
-        for method in methods:
+        for method, candidates in plan.items():
             scored = []
-            for k, setting in enumerate(settings(method, a.budget)):
+            for k, setting in enumerate(candidates):
                 metrics = self.cli(base / "tune" / f"{protocol}-{method}-{k}",
-                                   [*common(method, trainer), "--data.forget_seed", "1", *options(setting)])
+                                   [*common(method, trainer), "--data.forget_seed", "1", *model_options(setting)])
                 scored.append((metrics.get("UES", float("-inf")), k, setting))
             chosen[method] = max(scored, key=lambda t: (t[0], -t[1]))[2]
         return chosen
@@ -119,15 +121,16 @@ class Study:
         original = base / "original" / "checkpoints" / "last.ckpt"
         results = {"original": base / "original", "runs": {}, "chosen": {}}
         unlearn = str(ROOT / "configs/experiment/unlearn_synthetic.yaml")
-        for protocol, methods in (("identity", IDENTITY_METHODS), ("sample", LABEL_FREE), ("quality", ["Cure"])):
+        plan = study_plan(a.budget)
+        for protocol, methods in study_methods().items():
             extra = PROTOCOLS[protocol]
 
-            def common(method: str, trainer: Path, extra=extra, protocol=protocol) -> list[str]:
-                labels = ["--model.labels", "pseudo"] if protocol != "identity" and method != "Cure" else []
+            def common(method: str, trainer: Path, extra=extra, methods=methods) -> list[str]:
+                labels = ["--model.labels", "pseudo"] if methods.get(method) else []
                 return ["fit", "--config", unlearn, "--trainer", str(trainer), *data, *extra, "--model", method,
                         "--model.original", str(original), *labels]
 
-            settings_here = (chosen or {}).get(protocol) or self.tune(base, protocol, methods, common)
+            settings_here = (chosen or {}).get(protocol) or self.tune(base, protocol, plan[protocol], common)
             results["chosen"][protocol] = settings_here
             oracle_dir = base / f"{protocol}-oracle"
             # a one-step run writes the evaluation split's manifest, so the oracle retrains on exactly that D_r
@@ -140,7 +143,7 @@ class Study:
                                           base / f"trainer-{protocol}.yaml")
             for method in methods:
                 run = base / f"{protocol}-{method}"
-                self.cli(run, [*common(method, trainer), *manifest, *options(settings_here[method])])
+                self.cli(run, [*common(method, trainer), *manifest, *model_options(settings_here[method])])
                 results["runs"][(protocol, method)] = run
             results["runs"][(protocol, "Retrain")] = oracle_dir
         return results
@@ -151,11 +154,6 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     if not values:
         return float("nan"), float("nan")
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def options(setting: dict) -> list[str]:
-    """A setting as CLI overrides: ``{"lr": 0.01}`` → ``["--model.lr", "0.01"]``."""
-    return [x for key, value in setting.items() for x in (f"--model.{key}", str(value))]
 
 
 def summarise(all_results: dict[str, list[dict]]) -> tuple[dict, list[str]]:
@@ -196,13 +194,14 @@ def claims(table: dict, dataset: str) -> list[str]:
     mp = t("identity", "Dispersion", "forget/mAP") / max(1e-9, t("identity", "Original", "forget/mAP"))
     lines.append(f"claim r1_outlives_map {'holds' if r1 > mp else 'fails'} [{dataset}] "
                  f"R@1 kept {r1:.2f} of original, mAP kept {mp:.2f}")
-    others = [m for m in LABEL_FREE if m != "Cure"]
-    ues = {m: t("sample", m, "UES") for m in LABEL_FREE}
+    label_free = list(study_methods()["sample"])
+    others = [m for m in label_free if m != "Cure"]
+    ues = {m: t("sample", m, "UES") for m in label_free}
     lines.append(f"claim cure_best_label_free_ues {'holds' if all(ues['Cure'] > ues[m] for m in others) else 'fails'} "
                  f"[{dataset}] " + " ".join(f"{m}={v:.3f}" for m, v in ues.items()))
-    mia = {m: t("sample", m, "mia/membership_recall") for m in LABEL_FREE}
+    mia = {m: t("sample", m, "mia/membership_recall") for m in label_free}
     oracle = t("sample", "Retrain", "mia/membership_recall")
-    closest = min(LABEL_FREE, key=lambda m: abs(mia[m] - oracle))
+    closest = min(label_free, key=lambda m: abs(mia[m] - oracle))
     holds = all(mia["Cure"] <= mia[m] for m in others) and closest == "Cure"
     lines.append(f"claim cure_lowest_membership {'holds' if holds else 'fails'} [{dataset}] "
                  + " ".join(f"{m}={v:.3f}" for m, v in mia.items()) + f" oracle={oracle:.3f}")

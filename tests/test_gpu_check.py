@@ -24,9 +24,9 @@ def test_gpu_check_smoke_runs_every_section(tmp_path):
     # on one device the two searches are the same computation: nothing may differ
     assert knn["differing_neighbours"] == 0 and knn["mAP_abs_diff_cpu"] == 0.0
     assert sections["throughput"]["figures"]["loader_fed_train_images_per_s"] > 0
-    assert {"baseline_step_seconds", "dispersion", "cure"} <= set(sections["step_ratio"]["figures"])
+    assert {"baseline_step_seconds", "Dispersion", "Cure"} <= set(sections["step_ratio"]["figures"])
     study = sections["mini_study"]["figures"]
-    assert "forget/mAP" in study["identity/dispersion"] and "UES" in study["sample/cure"]
+    assert "forget/mAP" in study["identity/Dispersion"] and "UES" in study["sample/Cure"]
     # one printed line per figure
     for name, figures in sections.items():
         for key in figures:

@@ -157,3 +157,48 @@ def test_pretrain_to_retrain_swap_keeps_the_recipe(capsys, monkeypatch):
     model = printed_model_config(capsys, monkeypatch, "--config", str(experiment), "--model", "Retrain")
     assert model["class_path"].endswith(".Retrain")
     assert (model["init_args"]["optimizer"], model["init_args"]["lr"]) == ("adamw", 0.003)
+
+
+@pytest.mark.parametrize("name", UNLEARNING)
+def test_declarations_name_the_methods_own_options(name):
+    """What the study tunes and the demo sets are options the method takes; its batch recipe is well formed."""
+    from unlearnkit.methods import method_defaults
+
+    cls = METHODS[name]
+    options = method_defaults(cls)
+    cls.tuning.check(name, options)
+    assert set(cls.demo_overrides) <= set(options)
+    assert cls.batches.parts and set(cls.batches.pk_parts) <= set(cls.batches.parts)
+
+
+def test_registry_is_by_class_name_with_the_old_keys_as_aliases():
+    from unlearnkit.methods.gradient_ascent import GradientAscent
+
+    assert all(name == cls.__name__ for name, cls in METHODS.items())
+    assert {"Pretrain", "Retrain", "Dispersion", "Cure"} <= set(METHODS)
+    assert METHODS["gradient_ascent"] is METHODS["GradientAscent"] is GradientAscent
+    assert "gradient_ascent" not in list(METHODS)  # one name when iterated (CLI, demo, study, benchmarks)
+    with pytest.raises(ConfigError, match="unknown method 'salun': choose one of BadTeacher"):
+        METHODS["salun"]
+
+
+def test_batch_recipe_refuses_an_unknown_part():
+    from unlearnkit.batch_recipe import BatchRecipe
+
+    with pytest.raises(ConfigError, match="parts must be a tuple of forget, retain, heldout, train"):
+        BatchRecipe(parts=("forgets",))
+    with pytest.raises(ConfigError, match="parts must be a tuple"):
+        BatchRecipe(parts="forget")
+    assert BatchRecipe().parts == ("train",)
+
+
+def test_model_swap_carries_the_base_options_but_not_the_training_recipe(capsys, monkeypatch):
+    """The swap's carried options come from the base classes' signatures: freeze_bn and num_clusters (shared) carry
+    over, min_steps (the recipe) takes the new method's own (SCRUB: 0)."""
+    from unlearnkit.cli.main import SHARED_OPTIONS, TRAINING_RECIPE
+
+    assert not SHARED_OPTIONS & set(TRAINING_RECIPE) and {"original", "labels", "freeze_bn"} <= SHARED_OPTIONS
+    experiment = Path(__file__).parents[1] / "configs" / "experiment" / "unlearn_synthetic.yaml"
+    args = printed_model_config(capsys, monkeypatch, "--config", str(experiment), "--model.freeze_bn", "false",
+                                "--model.num_clusters", "7", "--model.min_steps", "3", "--model", "Scrub")["init_args"]
+    assert (args["freeze_bn"], args["num_clusters"], args["min_steps"]) == (False, 7, 0)

@@ -17,16 +17,35 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 
-SAMPLE_PROTOCOL = ["--data.protocol", "sample", "--data.forget", "0.1"]
-LABEL_FREE_BASELINES = ["GradientAscent", "RandomLabel", "Scrub", "BadTeacher"]
-# The authors' lr 1e-5 for boundary shrink/expand is for 10 epochs at scale; in the demo's 5 epochs it leaves θ0
-# unchanged (UES 0.01 on the identity protocol), 1e-4 gives UES 0.47 (one-seed probe). Every other method
-# runs with its own defaults.
-DEMO_OPTIONS = {"BoundaryShrink": ["--model.lr", "1e-4"], "BoundaryExpand": ["--model.lr", "1e-4"]}
+# each protocol of the demo and its data options
+PROTOCOL_ARGS = {"identity": [], "sample": ["--data.protocol", "sample", "--data.forget", "0.1"]}
+
+
+def model_options(options: Mapping[str, object]) -> list[str]:
+    """Model options as CLI arguments: ``{"lr": 0.01}`` → ``["--model.lr", "0.01"]``."""
+    return [x for key, value in options.items() for x in (f"--model.{key}", str(value))]
+
+
+def demo_plan(methods: str | None = None) -> dict[str, list[tuple[str, list[str]]]]:
+    """The demo's unlearning runs by protocol: each method's name and its own arguments, read from the registry's
+    declarations. Identity protocol: every unlearning method; sample protocol: the label-free comparison (label-free
+    methods as themselves, then the label-free baselines with ``--model.labels pseudo``). Each method runs with its
+    own defaults and its ``demo_overrides``; ``methods`` (comma-separated class names) keeps a subset."""
+    from unlearnkit.methods import label_free_comparison, unlearning_methods
+
+    registry = unlearning_methods()
+    plan = {"identity": [(name, model_options(cls.demo_overrides)) for name, cls in registry.items()],
+            "sample": [(name, [*(["--model.labels", "pseudo"] if pseudo else []),
+                               *model_options(registry[name].demo_overrides)])
+                       for name, pseudo in label_free_comparison().items()]}
+    plan = {protocol: [run for run in runs if run[0] in chosen(methods, [name for name, _ in runs])]
+            for protocol, runs in plan.items()}
+    return {protocol: runs for protocol, runs in plan.items() if runs}
 
 
 def cli(args: list[str]) -> dict:
@@ -197,15 +216,15 @@ def chosen(methods: str | None, available: list[str]) -> list[str]:
     """The methods of ``available`` named in ``methods`` (comma-separated; None: all)."""
     if methods is None:
         return available
-    from unlearnkit.cli.main import METHOD_CLASSES
+    from unlearnkit.methods import unlearning_methods
 
     names = [name.strip() for name in methods.split(",") if name.strip()]
-    unknown = [name for name in names if name not in METHOD_CLASSES]
+    unknown = [name for name in names if name not in unlearning_methods()]
     if unknown:
         from unlearnkit.errors import ConfigError
 
         raise ConfigError(f"unknown method {unknown[0]!r} in --methods: choose among "
-                          f"{', '.join(sorted(METHOD_CLASSES))}")
+                          f"{', '.join(unlearning_methods())}")
     return [name for name in available if name in names]
 
 
@@ -219,10 +238,8 @@ def run_demo(out: str = "runs/demo", configs: str = "configs", quick: bool = Fal
     data = ["--data", str(configs / "data/synthetic.yaml")]
     if quick:
         common += ["--trainer.max_epochs", "2"]
-    protocols = [(protocol, extra, found) for protocol, extra, found in (
-        ("identity", [], chosen(methods, _identity_methods())),
-        ("sample", SAMPLE_PROTOCOL, chosen(methods, ["Cure", *LABEL_FREE_BASELINES]))) if found]
-    console = Console(2 + sum(1 + len(found) for _, _, found in protocols), verbose)
+    plan = demo_plan(methods)
+    console = Console(2 + sum(1 + len(runs) for runs in plan.values()), verbose)
     console.print(f"unlearnkit demo: {console.total} runs on the generated faces, each a CLI run under {out}/ with "
                   f"its own output in output.log{'' if console.verbose else ' (--verbose shows it here)'}")
 
@@ -245,19 +262,19 @@ def run_demo(out: str = "runs/demo", configs: str = "configs", quick: bool = Fal
     console.print(f"\n== θ0 ready after {console.minutes():.1f} min ==\n{foundation}\n")
 
     runs = []
-    for protocol, extra, found in protocols:
+    for protocol, found in plan.items():
+        extra = PROTOCOL_ARGS[protocol]
         retrain_dir = out / f"{protocol}-retrain"
         run(f"{protocol}-retrain", retrain_dir, ["fit", "--config", str(configs / "experiment/retrain_synthetic.yaml"),
                                                  *extra], oracle_headline)
         runs.append(retrain_dir)
         trainer = trainer_with_oracle(configs / "trainer/cpu_unlearn.yaml",
                                       retrain_dir / "checkpoints" / "last.ckpt", out / f"trainer-{protocol}.yaml")
-        for method in found:
-            labels = [] if protocol == "identity" or method == "Cure" else ["--model.labels", "pseudo"]
-            run_dir = out / f"{protocol}-{method}{'-pseudo' if labels else ''}"
+        for method, own in found:
+            run_dir = out / f"{protocol}-{method}{'-pseudo' if '--model.labels' in own else ''}"
             run(run_dir.name, run_dir, ["fit", "--config", str(configs / "experiment/unlearn_synthetic.yaml"),
                                         "--trainer", str(trainer), "--model", method, "--model.original", str(original),
-                                        *labels, *DEMO_OPTIONS.get(method, []), *extra], method_headline)
+                                        *own, *extra], method_headline)
             runs.append(run_dir)
 
     from unlearnkit.report import write_report
@@ -268,13 +285,6 @@ def run_demo(out: str = "runs/demo", configs: str = "configs", quick: bool = Fal
     console.print(Path(report).read_text() if Path(report).is_file() else str(report))
     console.print(f"demo finished in {console.minutes():.1f} min; runs under {out}")
     return out
-
-
-def _identity_methods() -> list[str]:
-    from unlearnkit.cli.main import METHOD_CLASSES
-    from unlearnkit.methods.base import UnlearningMethod
-
-    return [name for name, cls in METHOD_CLASSES.items() if issubclass(cls, UnlearningMethod)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,6 @@ model and are dispatched before LightningCLI. Every run gets its own directory (
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -29,13 +28,13 @@ from unlearnkit.callbacks.requeue import SlurmRequeue
 from unlearnkit.callbacks.run_files import RunSummary
 from unlearnkit.data.datamodule import FaceDataModule, SyntheticFaces  # noqa: F401  (short names for --data)
 from unlearnkit.errors import CheckpointError, ConfigError, UnlearnkitError
-from unlearnkit.methods import load_all
+from unlearnkit.methods import load_all, method_defaults
 from unlearnkit.methods.base import FaceModule, UnlearningMethod
 from unlearnkit.utils.run_lock import RunLock
 from unlearnkit.utils.safe_pickle import weights_only_refusal
 
-# every registered method, by class name: a valid --model short name
-METHOD_CLASSES = {cls.__name__: cls for cls in load_all().values()}
+# every method of the registry (unlearnkit/methods/), by its class name: a valid --model short name
+METHOD_CLASSES = dict(load_all())
 globals().update(METHOD_CLASSES)
 
 
@@ -212,22 +211,11 @@ class _NoAdverts(logging.Filter):
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdverts())
 
 
-# options a method swap keeps from the config (what was unlearned from, and how); every other option of the
-# new method (its learning rate, optimiser, loss weights) takes the new method's default
-SHARED_OPTIONS = {"original", "labels", "num_clusters", "retain_weight", "freeze_bn", "compile", "flip_pairs",
-                  "backbone", "embedding_size", "image_size", "head", "scale", "margin", "num_classes"}
-
-
-def method_defaults(cls: type) -> dict:
-    """The defaults ``cls`` resolves to: each class's own signature overriding its bases' (e.g. its lr)."""
-    defaults = {}
-    for klass in reversed(cls.__mro__):
-        if klass is object or "__init__" not in vars(klass):
-            continue
-        for name, param in inspect.signature(klass.__init__).parameters.items():
-            if param.default is not inspect.Parameter.empty and name != "self":
-                defaults[name] = param.default
-    return defaults
+# the training recipe: a method swap gives the new method its own (its learning rate, optimiser, schedule)
+TRAINING_RECIPE = ("optimizer", "lr", "momentum", "weight_decay", "scheduler", "warmup_epochs", "min_steps")
+# options a method swap keeps from the config (what was unlearned from, and how): every option of the base classes'
+# signatures (FaceModule, UnlearningMethod) but the recipe; each method's own options take the new method's defaults
+SHARED_OPTIONS = frozenset(method_defaults(UnlearningMethod)) - set(TRAINING_RECIPE)
 
 
 def with_method_defaults(argv: list[str]) -> list[str]:
@@ -324,6 +312,7 @@ def _demo(args: list[str]) -> int:
 EXTRA_COMMANDS = {"generate": _generate}
 EXTRA_COMMANDS["demo"] = _demo
 EXTRA_COMMANDS["report"] = lambda args: __import__("unlearnkit.report", fromlist=["main"]).main(args)
+EXTRA_COMMANDS["audit"] = lambda args: __import__("unlearnkit.audit", fromlist=["main"]).main(args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The LightningDataModule: a face source, its forget/retain/held-out split, and every loader a run needs.
 
-Training loaders follow what the LightningModule declares (``train_parts``, ``pk_batches``): a step gets a
-dict of batches keyed by part, the first part fixing the epoch length and the others drawn to match it.
+Training loaders follow the LightningModule's batch recipe (``module.batch_recipe()``, the model → data contract
+of ``unlearnkit/batch_recipe.py``): a step gets a dict of batches keyed by part, the first part fixing the epoch
+length and the others drawn to match it.
 Evaluation: one retrieval set (forget / retain, train / held-out images, each tagged with its group) and one
 loader per verification pair set. Every batch carries ``index``, the sample's position in the source.
 """
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from unlearnkit.batch_recipe import BatchRecipe
 from unlearnkit.data import verification
 from unlearnkit.data.robust import BadImages, ResumableLoader, ResumableSampler
 from unlearnkit.data.samplers import PKSampler, ShuffleSampler, shard_contiguous
@@ -380,12 +382,11 @@ class FaceDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         module = self.trainer.lightning_module
-        parts = tuple(getattr(module, "train_parts", ("train",)))
-        pk_parts = tuple(getattr(module, "pk_parts", ()))
-        groups = module.pk_group_labels() if hasattr(module, "pk_group_labels") else None
+        # the model → data contract; a module that declares none trains on every training image
+        recipe = module.batch_recipe() if hasattr(module, "batch_recipe") else BatchRecipe()
+        parts, pk_parts, groups, min_batches = recipe.parts, recipe.pk_parts, recipe.pk_groups, recipe.min_batches
         first = parts[0]
         loaders = {first: self.train_loader(first, pk=first in pk_parts, group_labels=groups)}
-        min_batches = int(getattr(module, "min_epoch_steps", 0))  # an unlearning method's min_steps
         if len(loaders[first]) < min_batches:  # a small forget set: its batches are drawn again, reshuffled
             per_batch = self.hparams.pk_identities * self.hparams.pk_images if first in pk_parts else self.hparams.batch_size
             loaders[first] = self.train_loader(first, pk=first in pk_parts, group_labels=groups,

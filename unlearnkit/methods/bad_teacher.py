@@ -6,12 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from unlearnkit.backbones import create_backbone
+from unlearnkit.batch_recipe import BatchRecipe
 from unlearnkit.errors import ConfigError
-from unlearnkit.methods.base import METHODS, UnlearningMethod, freeze
+from unlearnkit.methods.base import UnlearningMethod, freeze
 from unlearnkit.methods.scrub import kl_teacher_student
+from unlearnkit.methods.search_space import Knob, SearchSpace
 
 
-@METHODS.register("bad_teacher")
 class BadTeacher(UnlearningMethod):
     """KL(θ0 ‖ θ) on retain batches + KL(incompetent ‖ θ) on forget batches, on head outputs.
 
@@ -28,7 +29,9 @@ class BadTeacher(UnlearningMethod):
         incompetent_scale: multiplier of the incompetent teacher's cosine logits (None: the head's scale s).
     """
 
-    parts = ("forget", "retain")
+    batches = BatchRecipe(parts=("forget", "retain"))
+    tuning = SearchSpace(strength=Knob("temperature", (1.0, 4.0)))
+    label_free_baseline = True
     needs_teacher = True
     needs_labels = False  # only head outputs are matched
 

@@ -12,6 +12,8 @@ import copy
 import math
 import time
 import warnings
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,16 +24,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit.backbones import create_backbone, load_backbone_weights
+from unlearnkit.batch_recipe import BatchRecipe
 from unlearnkit.errors import CheckpointError, ConfigError
 from unlearnkit.heads import CentroidHead, create_head
-from unlearnkit.registry import Registry
+from unlearnkit.methods.search_space import SearchSpace
 from unlearnkit.utils.modes import eval_mode
 from unlearnkit.utils.safe_pickle import weights_only_refusal
 
 # an unlearning run's frozen teacher (and θ0's BatchNorm layers, freeze_bn) are in eval mode by design
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
-METHODS: Registry[type[FaceModule]] = Registry("method")
 ARCH_KEYS = ("backbone", "embedding_size", "image_size", "head", "scale", "margin", "num_classes")
 
 
@@ -59,9 +61,22 @@ class FaceModule(L.LightningModule):
         compile: ``torch.compile`` the backbone (in place, so checkpoints keep their keys) when the run starts.
     """
 
-    parts: ClassVar[tuple[str, ...]] = ("train",)
-    pk_parts: ClassVar[tuple[str, ...]] = ()
+    # ---- declarations: what a module states about itself (docs/architecture.md, "How to add a method") ----
+    batches: ClassVar[BatchRecipe] = BatchRecipe(parts=("train",))  # the shape of its batches (the data contract)
     needs_labels: ClassVar[bool] = True
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return self.batches.parts
+
+    @property
+    def pk_parts(self) -> tuple[str, ...]:
+        return self.batches.pk_parts
+
+    def batch_recipe(self) -> BatchRecipe:
+        """What the data module serves this epoch: ``batches`` with this run's parts (``train_parts``)."""
+        return replace(self.batches, parts=self.train_parts)
+    # ---- end of declarations ----
 
     def __init__(
         self,
@@ -227,18 +242,16 @@ class FaceModule(L.LightningModule):
         return out
 
 
-@METHODS.register("pretrain")
 class Pretrain(FaceModule):
     """Margin loss on D = D_f ∪ D_r: produces the original model θ0."""
 
-    parts = ("train",)
+    batches = BatchRecipe(parts=("train",))
 
 
-@METHODS.register("retrain")
 class Retrain(FaceModule):
     """The retrain-from-scratch oracle: the pretraining recipe on D_r only."""
 
-    parts = ("retain",)
+    batches = BatchRecipe(parts=("retain",))
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -255,13 +268,17 @@ def read_checkpoint(path: str | Path) -> dict:
 class UnlearningMethod(FaceModule):
     """Base of every unlearning method: starts from the original model θ0 and updates a copy.
 
-    Class attributes a method sets:
+    Class attributes a method sets (the defaults below; the demo, the study, the benchmarks and the data module
+    read them, so a method is one file):
         needs_labels: reads identity labels (else label-free, like CURE).
         needs_teacher: keeps a frozen copy of θ0 as ``self.teacher``.
-        parts: the data parts each step receives, the first one fixing the epoch length (``retain`` is
-            added when a retain term is on).
-        pk_parts: parts served as P×K identity batches.
+        batches: its ``BatchRecipe``: the data parts each step receives, the first one fixing the epoch length
+            (``retain`` is added when a retain term is on), the P×K parts, one part per step.
         protocols: the forget protocols it supports.
+        tuning: its ``SearchSpace``, what the study tunes (lr, its strength knob, its other loss weights).
+        label_free_baseline: compared without labels (sample protocol) as its ``labels: pseudo`` variant.
+        identity_study: runs in the study's identity protocol.
+        demo_overrides: model options the demo sets for it.
 
     Args:
         original: the original model: our Lightning checkpoint (backbone, head and architecture) or an
@@ -277,10 +294,20 @@ class UnlearningMethod(FaceModule):
             per epoch × 5 epochs); 0 = one pass per epoch. Runs bounded by ``max_steps`` alone are left as they are.
     """
 
+    # ---- declarations (defaults; a method overrides what differs: docs/architecture.md, "How to add a method") ----
     needs_labels: ClassVar[bool] = True
     needs_teacher: ClassVar[bool] = False
-    parts: ClassVar[tuple[str, ...]] = ("forget",)
+    batches: ClassVar[BatchRecipe] = BatchRecipe(parts=("forget",))
     protocols: ClassVar[tuple[str, ...]] = ("identity", "sample", "quality")
+    tuning: ClassVar[SearchSpace] = SearchSpace()  # lr a decade either side of its default, retain_weight 0 or 1
+    label_free_baseline: ClassVar[bool] = False
+    identity_study: ClassVar[bool] = True
+    demo_overrides: ClassVar[Mapping[str, object]] = {}
+
+    def batch_recipe(self) -> BatchRecipe:
+        """Adds the pseudo-labels P×K batches group by and the epoch's minimum length (``min_steps``)."""
+        return replace(super().batch_recipe(), pk_groups=self.pk_group_labels(), min_batches=self.min_epoch_steps)
+    # ---- end of declarations ----
 
     def __init__(self, original: str | None = None, labels: str = "true", num_clusters: int | None = None,
                  retain_weight: float = 0.0, freeze_bn: bool = True, lr: float = 0.01, scheduler: str = "constant",

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from unlearnkit.batch_recipe import BatchRecipe
 from unlearnkit.errors import ConfigError
-from unlearnkit.methods.base import METHODS, UnlearningMethod
+from unlearnkit.methods.base import UnlearningMethod
+from unlearnkit.methods.search_space import Knob, SearchSpace
 
 
 def farthest_centroid(centroids: torch.Tensor) -> torch.Tensor:
@@ -22,7 +24,6 @@ def feature_distribution_gap(student: torch.Tensor, teacher: torch.Tensor) -> to
     return (mu_s - mu_t).pow(2).sum() + (cov_s - cov_t).pow(2).sum()
 
 
-@METHODS.register("cure")
 class Cure(UnlearningMethod):
     """Loss = λ1·L_cos + λ2·L_con_f + λ3·L_con_r + λ4·L_fm + λ5·L_fd (SPEC §2, CURE).
 
@@ -40,7 +41,9 @@ class Cure(UnlearningMethod):
         lambda_cos, lambda_con_forget, lambda_con_retain, lambda_fm, lambda_fd: λ1..λ5.
     """
 
-    parts = ("forget", "retain")
+    batches = BatchRecipe(parts=("forget", "retain"))
+    tuning = SearchSpace(strength=Knob("lambda_cos", (1.0, 2.0)))
+    identity_study = False  # a sample-protocol method: the study compares it without labels
     needs_teacher = True
     needs_labels = False
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from unlearnkit.methods.base import METHODS, UnlearningMethod
+from unlearnkit.batch_recipe import BatchRecipe
+from unlearnkit.methods.base import UnlearningMethod
 
 
 def positive_cosines(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -15,7 +16,6 @@ def positive_cosines(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tenso
     return cos, same
 
 
-@METHODS.register("dispersion")
 class Dispersion(UnlearningMethod):
     """L_disp = mean over same-identity pairs (i ≠ j) of a forget batch of cos(z_i, z_j), on P×K batches.
 
@@ -24,8 +24,7 @@ class Dispersion(UnlearningMethod):
     (``data.pk_identities`` × ``data.pk_images``) and the retain term's form are SPEC defaults.
     """
 
-    parts = ("forget",)
-    pk_parts = ("forget",)
+    batches = BatchRecipe(parts=("forget",), pk_parts=("forget",))
     protocols = ("identity", "sample", "quality")
 
     @property

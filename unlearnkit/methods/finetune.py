@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from unlearnkit.methods.base import METHODS, UnlearningMethod
+from unlearnkit.batch_recipe import BatchRecipe
+from unlearnkit.methods.base import UnlearningMethod
+from unlearnkit.methods.search_space import Knob, SearchSpace
 
 
-@METHODS.register("finetune")
 class Finetune(UnlearningMethod):
     """Margin loss on retain batches. Baseline of Golatkar et al. (CVPR 2020) and most unlearning papers."""
 
-    parts = ("retain",)
+    batches = BatchRecipe(parts=("retain",))
+    tuning = SearchSpace(strength=Knob("weight_decay", (0.0005, 0.0)))
 
     def unlearning_loss(self, batch):
         data = batch["retain"]

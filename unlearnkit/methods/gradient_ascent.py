@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from unlearnkit.methods.base import METHODS, UnlearningMethod
+from unlearnkit.methods.base import UnlearningMethod
 
 
-@METHODS.register("gradient_ascent")
 class GradientAscent(UnlearningMethod):
     """−(margin loss on D_f) + λ_r · margin loss on D_r (``retain_weight``; 0 = plain NegGrad).
 
@@ -13,7 +12,7 @@ class GradientAscent(UnlearningMethod):
     Ours: the loss is the face margin loss (CosFace by default), not softmax cross-entropy.
     """
 
-    parts = ("forget",)
+    label_free_baseline = True
 
     def __init__(self, lr: float = 2e-3, **kwargs) -> None:
         # lr: a one-seed probe on the synthetic set left θ0 unchanged at 1e-3 and collapsed it at 5e-3

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from unlearnkit.methods.base import METHODS
 from unlearnkit.methods.dispersion import Dispersion
 
 
-@METHODS.register("hard_dispersion")
 class HardDispersion(Dispersion):
     """L_hard = mean over anchors i of max_{j ≠ i, y_j = y_i} cos(z_i, z_j) (anchors with a positive).
 

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from unlearnkit.methods.base import METHODS, UnlearningMethod
+from unlearnkit.methods.base import UnlearningMethod
 
 
-@METHODS.register("random_label")
 class RandomLabel(UnlearningMethod):
     """Margin loss on (x_f, ỹ) with ỹ uniform over classes ≠ y, plus the optional retain term.
 
     Source: Graves et al., "Amnesiac Machine Learning" (AAAI 2021). A fresh label is drawn every step.
     """
 
-    parts = ("forget",)
+    label_free_baseline = True
 
     def __init__(self, lr: float = 1e-4, **kwargs) -> None:
         # lr: a one-seed probe on the synthetic set: UES 0.51 at 1e-4, 0.34 at 3e-4, collapse at 1e-3

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from unlearnkit.batch_recipe import BatchRecipe
 from unlearnkit.errors import ConfigError
-from unlearnkit.methods.base import METHODS, UnlearningMethod
+from unlearnkit.methods.base import UnlearningMethod
+from unlearnkit.methods.search_space import Knob, SearchSpace
 
 ALTERNATIONS = ("pass", "step")
 
@@ -18,7 +20,6 @@ def kl_teacher_student(student_logits: torch.Tensor, teacher_logits: torch.Tenso
                     log_target=True, reduction="batchmean") * t * t
 
 
-@METHODS.register("scrub")
 class Scrub(UnlearningMethod):
     """Max-steps maximise KL(θ0 ‖ θ) on D_f, min-steps minimise α·KL(θ0 ‖ θ) + γ·margin loss on D_r.
 
@@ -41,7 +42,9 @@ class Scrub(UnlearningMethod):
             its steps set by ``max_epochs`` and ``trainer.max_epochs``.
     """
 
-    parts = ("forget", "retain")
+    batches = BatchRecipe(parts=("forget", "retain"), one_part_per_step=True)
+    tuning = SearchSpace(strength=Knob("forget_weight", (1.0, 2.0)))
+    label_free_baseline = True
     needs_teacher = True
 
     def __init__(self, temperature: float = 4.0, max_epochs: int = 2, alpha: float = 1.0, gamma: float = 1.0,
