@@ -178,11 +178,11 @@ def _gaussian_logpdf(x, mean, std):
     return -0.5 * ((x - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)
 
 
-def ulira(unlearned, retrained, fprs=(0.01, 0.001)) -> dict[str, float]:
+def ulira(unlearned, retrained, fprs=(0.01, 0.001), curve: bool = False):
     """Tell unlearned from retrained models, example by example: for each model and example, Gaussians fitted
     to the example's statistic under the other unlearned and the other retrained models (the scored model left
     out), the log likelihood ratio; AUC and TPR at the given FPRs over all (model, example) scores, unlearned
-    being the positive class."""
+    being the positive class. ``curve``: also return the ROC curve (fpr, tpr)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     u, r = np.asarray(unlearned, dtype=float), np.asarray(retrained, dtype=float)
@@ -216,7 +216,7 @@ def ulira(unlearned, retrained, fprs=(0.01, 0.001)) -> dict[str, float]:
     out = {"auc": float(roc_auc_score(t, s))}
     for limit in fprs:
         out[f"tpr@fpr={limit:g}"] = float(tpr[fpr <= limit].max()) if (fpr <= limit).any() else 0.0
-    return out
+    return (out, (fpr, tpr)) if curve else out
 
 
 def ks_forget_quality(run_statistics, oracle_statistics) -> dict[str, float]:
