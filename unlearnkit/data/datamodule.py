@@ -377,7 +377,7 @@ class FaceDataModule(L.LightningDataModule):
             # with fewer identities than P, a batch is every identity × K: the loader must cut there too
             batch = sampler.batch_size
             return self._loader(dataset, ResumableSampler(sampler, hp.seed), batch, resumable=True)
-        sampler = ShuffleSampler(indices, num_samples, hp.seed, rank, world)
+        sampler = ShuffleSampler(indices, num_samples, hp.seed, rank, world, batch_size=hp.batch_size)
         return self._loader(dataset, ResumableSampler(sampler, hp.seed), hp.batch_size, resumable=True)
 
     def train_dataloader(self):

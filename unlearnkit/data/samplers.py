@@ -33,13 +33,16 @@ class ShuffleSampler(_EpochSampler):
     """A seeded permutation of ``indices`` (with replacement when ``num_samples`` exceeds them), sharded by rank.
 
     Each rank gets ``ceil(num_samples / world_size)`` samples: the epoch is padded with the start of the next
-    permutation so that all ranks run the same number of steps.
+    permutation so that all ranks run the same number of steps. Given the ``batch_size``, an epoch whose last
+    batch would hold a single image gets one more draw: BatchNorm cannot train on a batch of one.
     """
 
-    def __init__(self, indices, num_samples: int | None = None, seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(self, indices, num_samples: int | None = None, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 batch_size: int | None = None):
         super().__init__(seed, rank, world_size)
         self.indices = np.asarray(indices)
         self.num_samples = num_samples or len(self.indices)
+        self.batch_size = batch_size
 
     def __iter__(self) -> Iterator[int]:
         rng = self._rng()
@@ -49,7 +52,10 @@ class ShuffleSampler(_EpochSampler):
         return iter(order[self.rank :: self.world_size].tolist())
 
     def __len__(self) -> int:
-        return math.ceil(self.num_samples / self.world_size)
+        per_rank = math.ceil(self.num_samples / self.world_size)
+        if self.batch_size and self.batch_size > 1 and per_rank > 1 and per_rank % self.batch_size == 1:
+            per_rank += 1
+        return per_rank
 
 
 class PKSampler(_EpochSampler):
