@@ -17,7 +17,7 @@ from conftest import pretrain_cli_args
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM = ROOT / "scripts" / "slurm"
-TEMPLATES = sorted(SLURM.glob("*.sbatch"))
+TEMPLATES = [SLURM / "single_node.sbatch", SLURM / "multi_node.sbatch"]  # one DDP run each
 JOB_ID = "4242"
 
 
@@ -73,7 +73,7 @@ def test_env_sh_run_id_run_dir_and_resume_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("template", TEMPLATES, ids=[t.stem for t in TEMPLATES])
 def test_sbatch_template_launches_resumable_ddp_run(template, tmp_path):
-    assert {t.stem for t in TEMPLATES} == {"single_node", "multi_node"}
+    assert {t.name for t in SLURM.glob("*.sbatch")} == {t.name for t in TEMPLATES} | {"audit_array.sbatch"}
     subprocess.run(["bash", "-n", str(template)], check=True)
     opts = sbatch_options(template)
     assert opts["signal"] == "SIGUSR1@90" and "requeue" in opts
@@ -219,3 +219,23 @@ def test_sigusr1_saves_at_a_step_boundary_requeues_and_resumes_exactly(in_slurm_
     assert final[0]["global_step"] == final[1]["global_step"] == 5
     differ = [k for k, v in final[0]["state_dict"].items() if not torch.equal(v, final[1]["state_dict"][k])]
     assert not differ, f"the resumed run differs from the uninterrupted one: {differ[:5]}"
+
+
+def test_audit_array_task_trains_its_seed(tmp_path):
+    """scripts/slurm/audit_array.sbatch: each array task runs `unlearnkit audit ... --seed <task index>`."""
+    template = SLURM / "audit_array.sbatch"
+    subprocess.run(["bash", "-n", str(template)], check=True)
+    assert "requeue" in sbatch_options(template)
+    bin_dir, log = tmp_path / "bin", tmp_path / "srun.log"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/bash\nprintf "%s\\n" "$@" > "$SRUN_LOG"\n')
+    (bin_dir / "srun").chmod(0o755)
+    env = slurm_env(tmp_path, SLURM_ARRAY_JOB_ID="9", SLURM_ARRAY_TASK_ID="3", SRUN_LOG=str(log),
+                    PATH=f"{bin_dir}:{os.environ['PATH']}")
+    args = ["--config", "c.yaml", "--oracle-config", "r.yaml", "--methods", "Cure", "--models", "16", "--",
+            "--data.protocol", "sample"]
+    subprocess.run(["bash", str(template), *args], env=env, cwd=tmp_path, check=True, capture_output=True)
+    assert log.read_text().splitlines() == ["unlearnkit", "audit", *args[:8], "--seed", "3", *args[8:]]
+    no_array = {k: v for k, v in env.items() if k != "SLURM_ARRAY_TASK_ID"}
+    proc = subprocess.run(["bash", str(template), *args], env=no_array, cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0 and "submit as an array" in proc.stderr
