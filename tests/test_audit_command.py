@@ -71,3 +71,18 @@ def test_audit_refuses_bad_input_with_one_line(tmp_path, capsys, monkeypatch):
     assert "not found" in capsys.readouterr().err
     assert main([*base, "--methods", "Cure", "--models", "2"]) == 2
     assert "at least 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["pretrain", "retrain", "unlearn"])
+def test_builtin_audit_set_configs_parse(name, monkeypatch, capsys):
+    from pathlib import Path
+
+    from unlearnkit.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["unlearnkit"])
+    config = Path(__file__).resolve().parents[1] / "configs" / "audit" / f"{name}.yaml"
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert stop.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data"]["init_args"]["num_identities"] == 40 and printed["data"]["init_args"]["image_size"] == 32
