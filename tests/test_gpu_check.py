@@ -28,8 +28,8 @@ def test_gpu_check_smoke_runs_every_section(tmp_path):
     study = sections["mini_study"]["figures"]
     assert "forget/mAP" in study["identity/Dispersion"] and "UES" in study["sample/Cure"]
     # one printed line per figure
-    for name, figures in sections.items():
-        for key in figures:
+    for name, section in sections.items():
+        for key in section["figures"]:
             assert f"{name} {key} " in proc.stdout
 
 
