@@ -384,9 +384,8 @@ def test_crafted_files_through_the_cli_run_nothing(crafted, files, tmp_path, cap
 
 def test_crafted_files_through_each_loader_run_nothing(crafted):
     from unlearnkit.backbones import create_backbone, load_backbone_weights
-    from unlearnkit.callbacks.checkpoint import AtomicCheckpointIO
+    from unlearnkit.checkpoints import AtomicCheckpointIO, read_checkpoint
     from unlearnkit.data.verification import load_bin
-    from unlearnkit.methods.base import read_checkpoint
 
     backbone = create_backbone("timm_resnet10t", embedding_size=32, image_size=32)
     attempts = [

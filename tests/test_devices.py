@@ -19,8 +19,8 @@ def test_embedding_follows_the_modules_not_the_reported_device(tiny_faces, origi
     trainer = quiet_trainer(max_steps=1, limit_val_batches=0)
     trainer.fit(model, datamodule=tiny_datamodule(tiny_faces, protocol="sample", forget=0.2))
     indices = trainer.datamodule.part_indices("forget")
-    expected = model.embed_indices(indices)
+    expected = model.teacher.embed_indices(trainer.datamodule, indices)
     model._device = torch.device("meta")  # what setup sees on a GPU machine: a device the weights are not on
-    got = model.embed_indices(indices)
+    got = model.teacher.embed_indices(trainer.datamodule, indices)
     assert got.device.type == "cpu"
     torch.testing.assert_close(got, expected)

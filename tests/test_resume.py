@@ -17,7 +17,7 @@ import torch
 import yaml
 from conftest import ARCH, pretrain_cli_args
 
-from unlearnkit.callbacks.checkpoint import AtomicCheckpointIO
+from unlearnkit.checkpoints import AtomicCheckpointIO
 from unlearnkit.cli.main import main
 from unlearnkit.errors import CheckpointError
 from unlearnkit.utils.run_lock import LOCK_NAME, RunDirectoryBusy, RunLock

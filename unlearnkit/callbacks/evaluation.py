@@ -23,6 +23,7 @@ from torch import nn
 
 from unlearnkit import plots
 from unlearnkit.errors import ConfigError, DataError
+from unlearnkit.frozen import FrozenModel, load_frozen
 from unlearnkit.metrics import suite
 from unlearnkit.metrics.collector import EmbeddingCollector, EvalEmbeddings
 from unlearnkit.metrics.measures import REFERENCES, per_identity_rows
@@ -47,19 +48,11 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def load_reference(path: str, like: nn.Module | None = None) -> nn.Module:
-    """A frozen backbone from a checkpoint: its recorded architecture, else the module ``like``'s."""
-    from unlearnkit.backbones import create_backbone, load_backbone_weights
-    from unlearnkit.methods.base import freeze, read_checkpoint
-
-    ckpt = read_checkpoint(path)
-    hp = (ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None) or {}
+def load_reference(path: str, like: nn.Module | None = None) -> FrozenModel:
+    """θ0 or the oracle, frozen, from a checkpoint (read once per run: ``unlearnkit.checkpoints``): its recorded
+    architecture, else the module ``like``'s."""
     own = getattr(like, "hparams", {}) if like is not None else {}
-    arch = {k: hp.get(k, own.get(k)) for k in ("backbone", "embedding_size", "image_size")}
-    kwargs = {k: v for k, v in arch.items() if k != "backbone" and v is not None}
-    backbone = create_backbone(arch["backbone"] or "timm_resnet10t", **kwargs)
-    load_backbone_weights(backbone, ckpt, strict=True)
-    return freeze(backbone)
+    return load_frozen(path, own.get("backbone"), own.get("embedding_size"), own.get("image_size"))
 
 
 @torch.no_grad()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import sys
 import time
 import warnings
@@ -23,15 +22,15 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from unlearnkit.callbacks.checkpoint import AtomicCheckpointIO
 from unlearnkit.callbacks.requeue import SlurmRequeue
 from unlearnkit.callbacks.run_files import RunSummary
+from unlearnkit.checkpoints import AtomicCheckpointIO, read_lightning_checkpoint
 from unlearnkit.data.datamodule import FaceDataModule, SyntheticFaces  # noqa: F401  (short names for --data)
-from unlearnkit.errors import CheckpointError, ConfigError, UnlearnkitError
+from unlearnkit.data.quality import quality_model_spec
+from unlearnkit.errors import ConfigError, UnlearnkitError
 from unlearnkit.methods import load_all, method_defaults
 from unlearnkit.methods.base import FaceModule, UnlearningMethod
 from unlearnkit.utils.run_lock import RunLock
-from unlearnkit.utils.safe_pickle import weights_only_refusal
 
 # every method of the registry (unlearnkit/methods/), by its class name: a valid --model short name
 METHOD_CLASSES = dict(load_all())
@@ -111,17 +110,19 @@ class UnlearnCLI(LightningCLI):
             raise cause from None
 
     def _parse_ckpt_path(self) -> None:
-        """Lightning reads --ckpt_path's hyperparameters first: a missing or unsafe file is a user error."""
+        """--ckpt_path's hyperparameters into the config, as Lightning does, but read by ``unlearnkit.checkpoints``:
+        weights-only, and a missing, unsafe or non-Lightning file is a one-line error."""
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        special = ckpt_path in ("last", "best", "hpc", "registry") or "://" in str(ckpt_path)  # Lightning's own
-        if ckpt_path and not special and not Path(ckpt_path).is_file():
-            raise CheckpointError(f"checkpoint {ckpt_path} does not exist: give a .ckpt file "
-                                  "(e.g. <run_dir>/checkpoints/last.ckpt)")
-        try:
-            super()._parse_ckpt_path()  # torch.load(weights_only=True)
-        except (pickle.UnpicklingError, EOFError, RuntimeError) as err:
-            raise CheckpointError(f"cannot read checkpoint {ckpt_path} safely: {weights_only_refusal(err)}") from err
+        if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry") or "://" in str(ckpt_path):
+            return super()._parse_ckpt_path()  # Lightning's own (nothing, or its special paths)
+        hparams = dict(read_lightning_checkpoint(ckpt_path).get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:  # e.g. unlearnkit.methods.base.Pretrain, from before methods/pretrain.py
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--run_dir", type=str | None, default=None,
@@ -131,6 +132,7 @@ class UnlearnCLI(LightningCLI):
         # checkpoints: last.ckpt after every epoch by default; --checkpoint.every_n_train_steps N for long epochs
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True})
+        link_model_and_data(parser)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
@@ -182,6 +184,20 @@ class UnlearnCLI(LightningCLI):
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a plugin the config chose
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # temp file + rename; weights-only reads
         return trainer
+
+
+def link_model_and_data(parser) -> None:
+    """Values one side derives from the other, set once when the command line (or a checkpoint's hyperparameters)
+    is parsed: the quality protocol scores images with θ0 (``model.original``, and the architecture to build where
+    its file records none), and boundary shrink's pixel range is the data's normalisation. ``config.yaml`` keeps
+    the sources, so the links are made again when it is read. A link whose target the chosen class does not take
+    (``Pretrain`` has no ``original``, most methods no ``pixel_mean``) sets nothing; a value given for a linked
+    target is replaced by the link's. The image size is not linked but checked (``FaceModule.check_image_size``):
+    an unlearning method takes θ0's, and data of another size is an error, not silently resized."""
+    parser.link_arguments(("model.init_args.original", "model.init_args.backbone", "model.init_args.embedding_size",
+                           "model.init_args.image_size"), "data.init_args.quality_model", compute_fn=quality_model_spec)
+    for key in ("pixel_mean", "pixel_std"):
+        parser.link_arguments(f"data.init_args.{key}", f"model.init_args.{key}")
 
 
 def _set_aside(path: Path) -> None:

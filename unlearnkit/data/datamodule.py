@@ -164,6 +164,9 @@ class FaceDataModule(L.LightningDataModule):
         quality: the quality score for the ``quality`` protocol: ``stability`` (embedding stability under
             augmentation), ``serfiq`` (dropout passes), ``known`` (the set's own per-image quality, e.g.
             synthetic degradation) or a CSV path with columns ``path,score``.
+        quality_model: the model that computes ``stability`` / ``serfiq``: ``{checkpoint: <θ0's file>}``, with
+            ``backbone``, ``embedding_size``, ``image_size`` for a file that records no architecture; ``unlearnkit
+            fit`` links it to the unlearning method's ``original``.
         image_size: side of the square network input.
         crop: centre-crop fraction before resizing (1.0 = none).
         batch_size: training batch size per device (P×K batches use ``pk_identities × pk_images``).
@@ -210,6 +213,7 @@ class FaceDataModule(L.LightningDataModule):
         seed: int = 0,
         forget_seed: int | None = None,
         unseen_identities: float = 0,
+        quality_model: dict | None = None,
     ) -> None:
         super().__init__()
         actual = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -286,9 +290,9 @@ class FaceDataModule(L.LightningDataModule):
                 raise DataError("quality: known needs a per-image quality in the data set (manifest.csv)")
             return q
         if kind in ("stability", "serfiq"):
-            from unlearnkit.data.quality import score_source
+            from unlearnkit.data.quality import load_quality_model, score_source
 
-            model = self._quality_model()
+            model = load_quality_model(self.hparams.get("quality_model"))
             return score_source(model, src, self.transform, method=kind,
                                 batch_size=self.hparams.eval_batch_size, seed=self.hparams.seed)
         scores = read_quality_csv(kind)
@@ -296,13 +300,6 @@ class FaceDataModule(L.LightningDataModule):
         if missing:
             raise DataError(f"quality file {kind} has no score for {len(missing)} image(s), e.g. {missing[0]}")
         return np.array([scores[k] for k in src.keys], dtype=float)
-
-    def _quality_model(self):
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        model = getattr(module, "quality_model", None)
-        if model is None:
-            raise ConfigError("quality: stability/serfiq needs the original model: run it inside an unlearning job")
-        return model
 
     def _load_pairs(self, spec: dict):
         if spec.get("format") == "heldout":

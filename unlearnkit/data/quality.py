@@ -3,6 +3,9 @@
 ``stability``: mean pairwise cosine between the embeddings of a few views (identity, flip, small shifted
 crop, slight blur). ``serfiq``: T stochastic passes with dropout (p = 0.5) before the embedding layer,
 score = 2 / (1 + exp(mean pairwise Euclidean distance)), as SER-FIQ does.
+
+The scoring model is θ0: the data module's ``quality_model`` names its file (``load_quality_model``), and
+``unlearnkit fit`` links that to the unlearning method's ``original`` (cli/main.py).
 """
 
 from __future__ import annotations
@@ -14,7 +17,33 @@ from torch import nn
 
 from unlearnkit.data.sources import FaceSource
 from unlearnkit.data.transforms import FaceTransform
+from unlearnkit.errors import ConfigError
+from unlearnkit.frozen import FrozenModel, load_frozen
 from unlearnkit.utils.modes import eval_mode
+
+QUALITY_MODEL_KEYS = ("checkpoint", "backbone", "embedding_size", "image_size")
+
+
+def quality_model_spec(checkpoint: str | None, backbone: str | None = None, embedding_size: int | None = None,
+                       image_size: int | None = None) -> dict | None:
+    """The data module's ``quality_model`` for θ0's file (``None`` without one): its path, and the architecture to
+    build where the file records none (an insightface ``backbone.pth``)."""
+    if not checkpoint:
+        return None
+    return {"checkpoint": str(checkpoint), "backbone": backbone, "embedding_size": embedding_size,
+            "image_size": image_size}
+
+
+def load_quality_model(spec: dict | None) -> FrozenModel:
+    """The model that scores image quality, frozen, from a ``quality_model`` spec (see ``quality_model_spec``)."""
+    if not spec or not spec.get("checkpoint"):
+        raise ConfigError("quality: stability/serfiq scores images with the original model θ0: set "
+                          "data.quality_model: {checkpoint: <θ0's file>} (unlearnkit fit links it to model.original)")
+    unknown = sorted(set(spec) - set(QUALITY_MODEL_KEYS))
+    if unknown:
+        raise ConfigError(f"data.quality_model has unknown keys {unknown}: give {', '.join(QUALITY_MODEL_KEYS)}")
+    with torch.random.fork_rng(devices=[]):  # building the model must not move the run's random stream
+        return load_frozen(**spec)
 
 
 def _views(x: torch.Tensor) -> list[torch.Tensor]:

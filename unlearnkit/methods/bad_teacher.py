@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from unlearnkit.backbones import create_backbone
 from unlearnkit.batch_recipe import BatchRecipe
 from unlearnkit.errors import ConfigError
-from unlearnkit.methods.base import UnlearningMethod, freeze
-from unlearnkit.methods.scrub import kl_teacher_student
+from unlearnkit.frozen import FrozenModel
+from unlearnkit.methods.base import UnlearningMethod
+from unlearnkit.methods.losses import distillation_kl
 from unlearnkit.methods.search_space import Knob, SearchSpace
 
 
@@ -44,31 +44,19 @@ class BadTeacher(UnlearningMethod):
         hp = self.hparams
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(bad_seed)
-            self.incompetent = freeze(create_backbone(hp.backbone, embedding_size=hp.embedding_size,
-                                                      image_size=hp.image_size))
+            backbone = create_backbone(hp.backbone, embedding_size=hp.embedding_size, image_size=hp.image_size)
+        scale = hp.scale if incompetent_scale is None else incompetent_scale
+        self.incompetent = FrozenModel(backbone, scale=scale, ledger=self.cost)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        generator = torch.Generator().manual_seed(self.hparams.bad_seed)
-        rows = torch.randn(self.num_labels, self.hparams.embedding_size, generator=generator)
-        self.register_buffer("incompetent_head", F.normalize(rows, dim=1).to(self.device), persistent=False)
-
-    def trainable_parameters(self):
-        frozen = {id(p) for p in self.incompetent.parameters()}
-        return [p for p in super().trainable_parameters() if id(p) not in frozen]
-
-    def on_train_epoch_start(self) -> None:
-        super().on_train_epoch_start()
-        self.incompetent.eval()
+        generator = torch.Generator().manual_seed(self.hparams.bad_seed)  # random head rows, one per label
+        self.incompetent.set_rows(torch.randn(self.num_labels, self.hparams.embedding_size, generator=generator))
 
     @torch.no_grad()
     def incompetent_logits(self, images: torch.Tensor) -> torch.Tensor:
         """The incompetent teacher's logits: cosines to random head rows, × ``incompetent_scale``."""
-        scale = self.hparams.incompetent_scale
-        scale = self.hparams.scale if scale is None else scale
-        self.cost["teacher_forward_images"] += images.shape[0]
-        bad = F.normalize(self.incompetent(images).float(), dim=1)
-        return scale * bad @ self.incompetent_head.T
+        return self.incompetent.logits(self.incompetent.embed(images))
 
     def unlearning_loss(self, batch):
         t = self.hparams.temperature
@@ -78,6 +66,6 @@ class BadTeacher(UnlearningMethod):
             good_logits = self.teacher_logits(self.teacher_embed(retain["image"]))
         z = self.embed(torch.cat([forget["image"], retain["image"]]))
         z_f, z_r = z[: forget["image"].shape[0]], z[forget["image"].shape[0]:]
-        loss_f = kl_teacher_student(self.logits(z_f), bad_logits, t)
-        loss_r = kl_teacher_student(self.logits(z_r), good_logits, t)
+        loss_f = distillation_kl(self.logits(z_f), bad_logits, t)
+        loss_r = distillation_kl(self.logits(z_r), good_logits, t)
         return {"loss": loss_f + loss_r, "forget_kl": loss_f, "retain_kl": loss_r}

@@ -20,7 +20,8 @@ class BoundaryShrink(UnlearningMethod):
     Args:
         epsilon: FGSM step in [0, 1] pixel units.
         exclude_true: exclude the true class from the argmax.
-        pixel_mean, pixel_std: the input normalisation (insightface: 0.5, 0.5), to stay in the image range.
+        pixel_mean, pixel_std: the input normalisation (insightface: 0.5, 0.5), to stay in the image range;
+            ``unlearnkit fit`` sets them to the data's (``data.pixel_mean``, ``data.pixel_std``).
     """
 
     tuning = SearchSpace(strength=Knob("epsilon", (0.1, 0.2)))

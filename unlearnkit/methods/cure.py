@@ -7,21 +7,10 @@ import torch.nn.functional as F
 
 from unlearnkit.batch_recipe import BatchRecipe
 from unlearnkit.errors import ConfigError
+from unlearnkit.frozen import cluster_part
 from unlearnkit.methods.base import UnlearningMethod
+from unlearnkit.methods.losses import cosine_to_teacher, farthest_centroid, feature_distribution_gap
 from unlearnkit.methods.search_space import Knob, SearchSpace
-
-
-def farthest_centroid(centroids: torch.Tensor) -> torch.Tensor:
-    """For each centroid k, argmax_k' ‖c_k − c_k'‖²: the pseudo-label of the samples of cluster k."""
-    return torch.cdist(centroids, centroids).argmax(1)
-
-
-def feature_distribution_gap(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """‖μ_s − μ_t‖² + ‖Σ_s − Σ_t‖_F² over a batch."""
-    mu_s, mu_t = student.mean(0), teacher.mean(0)
-    cov_s = (student - mu_s).T @ (student - mu_s) / max(1, student.shape[0] - 1)
-    cov_t = (teacher - mu_t).T @ (teacher - mu_t) / max(1, teacher.shape[0] - 1)
-    return (mu_s - mu_t).pow(2).sum() + (cov_s - cov_t).pow(2).sum()
 
 
 class Cure(UnlearningMethod):
@@ -57,15 +46,16 @@ class Cure(UnlearningMethod):
 
     def cluster_forget(self, model=None) -> None:
         """Forget centroids (θ0's, or the student's when re-clustering) and each cluster's farthest centroid."""
-        self.forget_centroids, self.forget_cluster = self.cluster_part("forget", self.hparams.num_clusters,
-                                                                       model, who="CURE")
+        model = model if model is not None else self.teacher.backbone
+        self.forget_centroids, self.forget_cluster = cluster_part(model, self.trainer, "forget",
+                                                                  self.hparams.num_clusters, "CURE", self.cost)
         self.farthest = farthest_centroid(self.forget_centroids)
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
         self.cluster_forget()
-        self.retain_centroids, self.retain_cluster = self.cluster_part("retain", self.hparams.retain_clusters,
-                                                                       who="CURE")
+        self.retain_centroids, self.retain_cluster = self.teacher.cluster(self.trainer, "retain",
+                                                                          self.hparams.retain_clusters, "CURE")
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
@@ -86,10 +76,10 @@ class Cure(UnlearningMethod):
         pseudo = self.farthest[own]
         retain_label = self.retain_cluster[retain["index"]]
 
-        l_cos = F.relu((s_f * t_f).sum(1) - hp.forget_margin).mean()
+        l_cos = F.relu(cosine_to_teacher(s_f, t_f) - hp.forget_margin).mean()
         l_con_f = F.cross_entropy(s_f @ self.forget_centroids.T / hp.temperature, pseudo)
         l_con_r = F.cross_entropy(s_r @ self.retain_centroids.T / hp.temperature, retain_label)
-        l_fm = (1 - (s_r * t_r).sum(1)).mean()
+        l_fm = (1 - cosine_to_teacher(s_r, t_r)).mean()
         l_fd = feature_distribution_gap(s_r, t_r)
         loss = (hp.lambda_cos * l_cos + hp.lambda_con_forget * l_con_f + hp.lambda_con_retain * l_con_r
                 + hp.lambda_fm * l_fm + hp.lambda_fd * l_fd)

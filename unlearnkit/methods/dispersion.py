@@ -6,14 +6,7 @@ import torch
 
 from unlearnkit.batch_recipe import BatchRecipe
 from unlearnkit.methods.base import UnlearningMethod
-
-
-def positive_cosines(z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine matrix of normalised ``z`` and the mask of same-label pairs i ≠ j."""
-    cos = z @ z.T
-    same = labels[:, None] == labels[None, :]
-    same.fill_diagonal_(False)
-    return cos, same
+from unlearnkit.methods.losses import cosine_to_teacher, positive_cosines
 
 
 class Dispersion(UnlearningMethod):
@@ -38,7 +31,7 @@ class Dispersion(UnlearningMethod):
         if self.hparams.retain_weight == 0:
             return torch.zeros((), device=self.device)
         images = batch["retain"]["image"]
-        cos = (self.embed(images) * self.teacher_embed(images)).sum(1)
+        cos = cosine_to_teacher(self.embed(images), self.teacher_embed(images))
         return self.hparams.retain_weight * (1 - cos).mean()
 
     def unlearning_loss(self, batch):

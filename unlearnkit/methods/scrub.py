@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 from unlearnkit.batch_recipe import BatchRecipe
 from unlearnkit.errors import ConfigError
 from unlearnkit.methods.base import UnlearningMethod
+from unlearnkit.methods.losses import distillation_kl
 from unlearnkit.methods.search_space import Knob, SearchSpace
 
 ALTERNATIONS = ("pass", "step")
-
-
-def kl_teacher_student(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float):
-    """KL(teacher ‖ student) on temperature-softened head outputs, ×T² as in distillation."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1),
-                    log_target=True, reduction="batchmean") * t * t
 
 
 class Scrub(UnlearningMethod):
@@ -85,7 +76,7 @@ class Scrub(UnlearningMethod):
             max_step = self.current_epoch < hp.max_epochs and self.global_step % 2 == 0
         data = batch["forget" if max_step else "retain"]
         z = self.embed(data["image"])
-        kl = kl_teacher_student(self.logits(z), self.teacher_logits(self.teacher_embed(data["image"])),
+        kl = distillation_kl(self.logits(z), self.teacher_logits(self.teacher_embed(data["image"])),
                                 hp.temperature)
         if max_step:
             return {"loss": -hp.forget_weight * kl, "forget_kl": kl}
