@@ -33,8 +33,8 @@ from helpers_formats import (
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from unlearnkit.data.formats import CelebASource, RecordIOSource, VGGFace2Source
-from unlearnkit.data.sources import IMAGE_SUFFIXES, open_source
+from unlearnkit.data.formats import CelebASource, RecordIOSource, VGGFace2Source, open_source
+from unlearnkit.data.sources import IMAGE_SUFFIXES
 from unlearnkit.data.verification import (
     PairSet,
     covered_pairs_lfw_subset,

@@ -104,6 +104,11 @@ def read_weights(path_or_state_dict: str | os.PathLike | Mapping, missing: str =
     return _CACHE[key]
 
 
+def clear_cache() -> None:
+    """Forget the files ``read_weights`` keeps (their memory is freed; the next read goes to disk)."""
+    _CACHE.clear()
+
+
 def _weights(obj, source: str) -> Weights:
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source}: holds a {type(obj).__name__}, not a state dict")

@@ -51,12 +51,12 @@ def demo_plan(methods: str | None = None) -> dict[str, list[tuple[str, list[str]
 def cli(args: list[str]) -> dict:
     """One in-process CLI run, skipped when finished and resumed from its last checkpoint when stopped;
     returns its metrics.json ``metrics``."""
-    from unlearnkit.cli.main import main
+    from unlearnkit.cli.lightning_cli import run
 
     run_dir = Path(args[args.index("--run_dir") + 1])
     if not (run_dir / "metrics.json").exists():
         last = run_dir / "checkpoints" / "last.ckpt"
-        code = main([*args, "--ckpt_path", str(last)] if last.is_file() else args)
+        code = run([*args, "--ckpt_path", str(last)] if last.is_file() else args)
         if code:
             raise SystemExit(code)
     return json.loads((run_dir / "metrics.json").read_text())["metrics"]

@@ -20,9 +20,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from unlearnkit.batch_recipe import BatchRecipe
 from unlearnkit.data import verification
+from unlearnkit.data.formats import open_source
 from unlearnkit.data.robust import BadImages, ResumableLoader, ResumableSampler
 from unlearnkit.data.samplers import PKSampler, ShuffleSampler, shard_contiguous
-from unlearnkit.data.sources import FaceSource, open_source, read_quality_csv
+from unlearnkit.data.sources import FaceSource, read_quality_csv
 from unlearnkit.data.splits import Split, make_split, read_manifest
 from unlearnkit.data.transforms import FaceTransform
 from unlearnkit.data.verification import PairSet

@@ -357,3 +357,9 @@ class CelebASource(FaceSource):
 
     def read_bytes(self, i: int) -> bytes:
         return read_file(self.root, self.keys[i])
+
+
+def open_source(format: str, root: str | Path, **kwargs) -> FaceSource:
+    """Open a data set by format name (``folder``, ``recordio``, ``vggface2``, ``celeba``, ...): every format is
+    registered in ``SOURCES`` once this module is imported."""
+    return SOURCES.get(format)(root, **kwargs)

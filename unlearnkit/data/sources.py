@@ -1,7 +1,8 @@
 """Face data sets on disk, as one interface: sample ``i`` has a key, an identity name and an image.
 
 Every on-disk format (image folders, insightface RecordIO, VGGFace2, CelebA, the synthetic set) is a
-``FaceSource``; splits, samplers and loaders only ever see this interface.
+``FaceSource``; splits, samplers and loaders only ever see this interface. This module holds the interface and
+image folders; ``formats.py`` the other formats and ``open_source``, which opens any of them by name.
 """
 
 from __future__ import annotations
@@ -176,10 +177,3 @@ class ImageFolderSource(FaceSource):
 
     def read_bytes(self, i: int) -> bytes:
         return read_file(self.root, self.keys[i])
-
-
-def open_source(format: str, root: str | Path, **kwargs) -> FaceSource:
-    """Open a data set by format name (``folder``, ``recordio``, ``vggface2``, ``celeba``, ...)."""
-    import unlearnkit.data.formats  # noqa: F401  (registers the other formats; imports this module)
-
-    return SOURCES.get(format)(root, **kwargs)
