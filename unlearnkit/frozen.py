@@ -22,7 +22,7 @@ from torch import nn
 from unlearnkit.backbones import create_backbone
 from unlearnkit.checkpoints import freeze, load_backbone_weights, read_weights
 from unlearnkit.errors import ConfigError
-from unlearnkit.metrics.search import kmeans
+from unlearnkit.metrics import search
 from unlearnkit.utils.modes import eval_mode
 
 LEDGER_KEY = "teacher_forward_images"  # the cost ledger's count of images through a model without gradients
@@ -73,7 +73,7 @@ def cluster_part(model: nn.Module, trainer, part: str, k: int | None, who: str =
         raise ConfigError(f"{who} needs K ≤ |D_{part[0]}|: {k} clusters for {len(indices)} {part} images")
     result = None
     if trainer.global_rank == 0:
-        centroids, assign = kmeans(embed_indices(model, dm, indices, ledger).cpu(), k, seed=dm.hparams.seed)
+        centroids, assign = search.kmeans(embed_indices(model, dm, indices, ledger).cpu(), k, seed=dm.hparams.seed)
         table = torch.full((len(dm.source),), -1, dtype=torch.long)
         table[torch.as_tensor(indices)] = assign.long()
         result = (F.normalize(centroids.float(), dim=1), table)
