@@ -128,7 +128,8 @@ class Audit:
 
     def commands(self, seed: int) -> list[tuple[str, Path, list[str]]]:
         """(what, run directory, CLI arguments) of every run of one seed: its oracle, then each method."""
-        common = ["--seed_everything", str(seed), "--wandb", "false", "--trainer.enable_progress_bar", "false"]
+        common = ["--seed_everything", str(seed), "--wandb", "false", "--trainer.enable_progress_bar", "false",
+                  "--trainer.enable_model_summary", "false"]
         runs = [("oracle", self.oracle_run(seed),
                  ["fit", "--config", self.args.oracle_config, "--trainer", str(self.oracle_trainer), *self.shared,
                   *common, "--run_dir", str(self.oracle_run(seed))])]
