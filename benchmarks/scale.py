@@ -25,7 +25,6 @@ import io
 import math
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "benchmarks"), str(REPO / "tests")]
 
 from helpers_formats import jpeg_bytes, write_recordio  # noqa: E402
-from retrieval import _status, bare_matmul, make_data, peak_memory_of  # noqa: E402
+from retrieval import _status, bare_matmul, make_data, peak_memory_of, timed  # noqa: E402
 
 from unlearnkit.metrics.functional import MAX_CHUNK_SCORES, retrieval  # noqa: E402
 
@@ -44,12 +43,6 @@ from unlearnkit.metrics.functional import MAX_CHUNK_SCORES, retrieval  # noqa: E
 def say(section: str, name: str, value, note: str = "") -> None:
     shown = f"{value:.4g}" if isinstance(value, float) else value
     print(f"{section} {name} {shown}{'  # ' + note if note else ''}", flush=True)
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
 
 
 def slope(xs, ys) -> float:

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from unlearnkit.demo import cli, model_options, trainer_with_oracle
+from unlearnkit.demo import cli, model_options, trainer_overlay
 from unlearnkit.methods import label_free_comparison, method_defaults, unlearning_methods
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,8 +88,8 @@ class Study:
         return json.loads(path.read_text())["seconds"] / 60 if path.is_file() else 0.0
 
     def trainer_config(self, oracle: Path | None, epochs: int, path: Path, **overrides) -> Path:
-        return trainer_with_oracle(ROOT / "configs/trainer/cpu_unlearn.yaml", oracle, path, max_epochs=epochs,
-                                   **overrides)
+        return trainer_overlay(ROOT / "configs/trainer/cpu_unlearn.yaml", path,
+                               {"oracle": str(oracle)} if oracle is not None else None, max_epochs=epochs, **overrides)
 
     def tune(self, base: Path, protocol: str, plan: dict[str, list[dict]], common) -> dict:
         """Each method's best of its settings in ``plan`` (``study_plan``) by UES on the validation forget draw."""

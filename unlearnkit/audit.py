@@ -32,27 +32,21 @@ import numpy as np
 import torch
 import yaml
 
+from unlearnkit.demo import cli, trainer_overlay
 from unlearnkit.errors import ConfigError
 from unlearnkit.metrics import audit as A
 from unlearnkit.protocols import GROUP_ID
 from unlearnkit.utils.io import write_json
 
+AUDIT_EVALUATION = {"save_embeddings": True, "plots": False, "per_identity": False, "noise_baseline": False}
 RETAIN_CONTROLS = 200  # retain training images scored as the control set (unlearning can expose them too)
 
 
-def evaluation_overlay(template: Path, out: Path, epochs: int | None = None) -> Path:
-    """A trainer config: ``template`` with the evaluation run once, at the end, saving the embeddings."""
-    config = yaml.safe_load(template.read_text())
-    if epochs is not None:
-        config["max_epochs"] = epochs
-    config["check_val_every_n_epoch"] = config.get("max_epochs", 1)
-    for callback in config.get("callbacks", []):
-        if callback["class_path"].endswith("FaceEvaluation"):
-            callback.setdefault("init_args", {}).update(save_embeddings=True, plots=False, per_identity=False,
-                                                        noise_baseline=False)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(yaml.safe_dump(config, sort_keys=False))
-    return out
+def evaluated_once(template: Path, out: Path, epochs: int | None = None) -> Path:
+    """``template`` (a trainer config) with the evaluation run once, after the last epoch, saving the
+    embeddings the audit reads."""
+    epochs = epochs or yaml.safe_load(template.read_text()).get("max_epochs", 1)
+    return trainer_overlay(template, out, AUDIT_EVALUATION, max_epochs=epochs, check_val_every_n_epoch=epochs)
 
 
 def _experiment(path: str) -> dict:
@@ -109,9 +103,9 @@ class Audit:
             raise ConfigError(f"θ0 checkpoint {self.original!r} not found: pass --model.original <last.ckpt> after --")
         epochs = int(_option(args.extra, "--trainer.max_epochs", 0)) or None
         trainers = self.out / "trainers"
-        self.unlearn_trainer = evaluation_overlay(Path(args.config).parent / _experiment(args.config)["trainer"],
+        self.unlearn_trainer = evaluated_once(Path(args.config).parent / _experiment(args.config)["trainer"],
                                                   trainers / "unlearn.yaml", epochs)
-        self.oracle_trainer = evaluation_overlay(
+        self.oracle_trainer = evaluated_once(
             Path(args.oracle_config).parent / _experiment(args.oracle_config)["trainer"], trainers / "oracle.yaml",
             int(args.oracle_epochs) if args.oracle_epochs else epochs)
         shared = _without_model_options(args.extra)
@@ -142,8 +136,6 @@ class Audit:
         return runs
 
     def train(self, seeds) -> None:
-        from unlearnkit.demo import cli
-
         plan = [run for seed in seeds for run in self.commands(seed)]
         started = time.perf_counter()
         for k, (what, run_dir, argv) in enumerate(plan, 1):
@@ -178,8 +170,9 @@ def _statistics(runs: list[Path], seed: int = 0) -> tuple[np.ndarray, np.ndarray
         elif not torch.equal(r["ids"], ids):
             raise ConfigError(f"{run} was evaluated on other images than the audit's first run: same data and split "
                               "options are needed for every run")
-        forget.append(A.example_statistic(r["embeddings"], r["labels"], f_idx).numpy())
-        retain.append(A.example_statistic(r["embeddings"], r["labels"], r_idx).numpy())
+        both = A.example_statistic(r["embeddings"], r["labels"], torch.cat([f_idx, r_idx])).numpy()
+        forget.append(both[:len(f_idx)])
+        retain.append(both[len(f_idx):])
     return np.stack(forget), np.stack(retain), {"forget_ids": ids[f_idx].tolist(), "retain_ids": ids[r_idx].tolist()}
 
 

@@ -65,13 +65,14 @@ def cli(args: list[str]) -> dict:
 QUICK_EPOCHS = 2  # every run's epochs in --quick mode (a smoke test)
 
 
-def trainer_with_oracle(template: Path, oracle: Path | None, out: Path, **overrides) -> Path:
-    """A trainer config (``template`` plus ``overrides``) whose evaluation compares against the oracle."""
+def trainer_overlay(template: Path, out: Path, evaluation: dict | None = None, **overrides) -> Path:
+    """A trainer config written to ``out``: ``template`` with ``overrides``, and ``evaluation`` added to the
+    evaluation callback's init args (e.g. ``{"oracle": <retrain checkpoint>}``)."""
     config = yaml.safe_load(template.read_text())
     config.update(overrides)
     for callback in config.get("callbacks", []):
-        if callback["class_path"].endswith("FaceEvaluation") and oracle is not None:
-            callback.setdefault("init_args", {})["oracle"] = str(oracle)
+        if callback["class_path"].endswith("FaceEvaluation") and evaluation:
+            callback.setdefault("init_args", {}).update(evaluation)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(config, sort_keys=False))
     return out
@@ -280,9 +281,9 @@ def run_demo(out: str = "runs/demo", configs: str = "configs", quick: bool = Fal
             oracle_headline)
         runs.append(retrain_dir)
         unlearn_template = configs / "trainer/cpu_unlearn.yaml"
-        trainer = trainer_with_oracle(unlearn_template, retrain_dir / "checkpoints" / "last.ckpt",
-                                      out / f"trainer-{protocol}.yaml",
-                                      check_val_every_n_epoch=int(evaluate_at_end(unlearn_template, quick)[1]))
+        trainer = trainer_overlay(unlearn_template, out / f"trainer-{protocol}.yaml",
+                                  {"oracle": str(retrain_dir / "checkpoints" / "last.ckpt")},
+                                  check_val_every_n_epoch=int(evaluate_at_end(unlearn_template, quick)[1]))
         for method, own in found:
             run_dir = out / f"{protocol}-{method}{'-pseudo' if '--model.labels' in own else ''}"
             run(run_dir.name, run_dir, ["fit", "--config", str(configs / "experiment/unlearn_synthetic.yaml"),

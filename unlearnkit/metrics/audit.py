@@ -189,26 +189,20 @@ def ulira(unlearned, retrained, fprs=(0.01, 0.001), curve: bool = False):
     if u.shape[0] < 3 or r.shape[0] < 3:
         raise ValueError("U-LiRA needs at least 3 models per side (2 left after leaving one out)")
 
-    def fit(mat, leave):
-        keep = np.ones(mat.shape[0], dtype=bool)
-        keep[leave] = False
-        return mat[keep].mean(0), mat[keep].std(0, ddof=1) + 1e-6
-
-    def score(x, own, own_index, other):
-        mu_own, sd_own = fit(own, own_index)
-        mu_other, sd_other = other.mean(0), other.std(0, ddof=1) + 1e-6
-        return x, mu_own, sd_own, mu_other, sd_other
+    def gaussian(mat, leave=None):
+        """Per-example mean and std over the models of ``mat``, model ``leave`` left out."""
+        kept = mat if leave is None else np.delete(mat, leave, axis=0)
+        return kept.mean(0), kept.std(0, ddof=1) + 1e-6
 
     scores, truth = [], []
-    for side, own, other, label in ((u, u, r, 1), (r, r, u, 0)):
-        for m in range(side.shape[0]):
-            x, mu_own, sd_own, mu_other, sd_other = score(side[m], own, m, other)
-            if label:  # positive: unlearned; its own side is the unlearned fit
-                llr = _gaussian_logpdf(x, mu_own, sd_own) - _gaussian_logpdf(x, mu_other, sd_other)
-            else:
-                llr = _gaussian_logpdf(x, mu_other, sd_other) - _gaussian_logpdf(x, mu_own, sd_own)
-            scores.append(llr)
-            truth.append(np.full(x.shape, label))
+    for own, other, label in ((u, r, 1), (r, u, 0)):
+        fit_other = gaussian(other)
+        for m in range(own.shape[0]):
+            # log p(x | unlearned) − log p(x | retrained), the scored model out of its own side's fit
+            own_ll = _gaussian_logpdf(own[m], *gaussian(own, m))
+            other_ll = _gaussian_logpdf(own[m], *fit_other)
+            scores.append(own_ll - other_ll if label else other_ll - own_ll)
+            truth.append(np.full(own.shape[1], label))
     s, t = np.concatenate(scores), np.concatenate(truth)
     keep = np.isfinite(s)
     s, t = s[keep], t[keep]
