@@ -145,3 +145,33 @@ def test_unseen_people_give_verification_on_unseen_pairs(tiny_faces, original_ck
     evaluated = {dm.source.identities[i] for i in dm.eval_groups()[0]}
     assert not evaluated & unseen  # verification only: no unseen person among the retrieval queries
     assert {"verify/heldout/acc", "verify/heldout/unseen/acc", "verify/heldout/retained/acc"} <= set(evaluation.last)
+
+
+def test_heldout_pairs_among_unseen_or_trained_people_only(tiny_faces):
+    """`people: unseen` draws verification pairs among people never trained on, `trained` among the others;
+    the pairs follow the seed, not the forget set, and a bad choice is one clear error."""
+    from conftest import tiny_datamodule
+
+    from unlearnkit.errors import ConfigError
+
+    specs = [{"name": who, "format": "heldout", "num_pairs": 40, "people": who} for who in ("unseen", "trained")]
+    dm = tiny_datamodule(tiny_faces, unseen_identities=4, pairs=specs)
+    dm.setup()
+    unseen = set(dm.split.unseen_identities)
+    identity_of = dict(zip(dm.source.keys, dm.source.identities))
+    heldout_keys = {dm.source.keys[i] for i in dm.split.indices("heldout")}
+    for pair_set in dm.pair_sets:
+        assert set(pair_set.keys) <= heldout_keys
+        people = {identity_of[key] for key in pair_set.keys}
+        assert people <= unseen if pair_set.name == "unseen" else not people & unseen
+        assert len(pair_set) == 40 and sum(pair_set.issame) == 20
+        for (i, j), same in zip(pair_set.pairs, pair_set.issame):
+            assert (identity_of[pair_set.keys[i]] == identity_of[pair_set.keys[j]]) == same
+    other = tiny_datamodule(tiny_faces, unseen_identities=4, pairs=specs, forget=2, forget_seed=3)
+    other.setup()
+    assert other.split.forget_identities != dm.split.forget_identities
+    assert [(p.keys, p.pairs, p.issame) for p in other.pair_sets] == [(p.keys, p.pairs, p.issame) for p in dm.pair_sets]
+    with pytest.raises(DataError, match="unseen_identities"):
+        tiny_datamodule(tiny_faces, pairs=specs[:1]).setup()
+    with pytest.raises(ConfigError, match="people must be one of"):
+        tiny_datamodule(tiny_faces, pairs=[{**specs[0], "people": "everyone"}]).setup()

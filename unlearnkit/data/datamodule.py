@@ -114,6 +114,7 @@ class SourceImages:
 
 
 PAIR_FORMATS = ("bin", "lfw", "list", "lfw_subset", "heldout")
+HELDOUT_PAIR_PEOPLE = ("all", "trained", "unseen")  # whose held-out images ``heldout`` pairs are drawn from
 
 
 def load_pair_set(name: str, format: str, path: str, image_root: str | None = None, seed: int = 0,
@@ -174,7 +175,8 @@ class FaceDataModule(L.LightningDataModule):
         pk_identities, pk_images: P and K of identity-balanced batches.
         eval_per_group: at most this many images in each evaluation group (seeded subset).
         pairs: verification sets: a list of ``{name, format: bin|lfw|lfw_subset|list, path, image_root}``, or
-            ``{name, format: heldout, num_pairs}`` for seeded pairs among the set's own held-out images.
+            ``{name, format: heldout, num_pairs, people}`` for seeded pairs among the set's own held-out images
+            (``people``: ``all``, ``trained`` people's or ``unseen`` people's; see ``unseen_identities``).
         num_workers: DataLoader workers.
         source_options: format options, e.g. ``{partition: train}`` (CelebA), ``{split: test}`` (VGGFace2),
             ``{rec: train.rec, idx: train.idx}`` (RecordIO).
@@ -304,18 +306,32 @@ class FaceDataModule(L.LightningDataModule):
 
     def _load_pairs(self, spec: dict):
         if spec.get("format") == "heldout":
-            return self._heldout_pairs(spec.get("name", "heldout"), int(spec.get("num_pairs", 300)))
+            return self._heldout_pairs(spec.get("name", "heldout"), int(spec.get("num_pairs", 300)),
+                                       spec.get("people", "all"))
         return load_pair_set(seed=self.hparams.seed, **spec)
 
-    def _heldout_pairs(self, name: str, num_pairs: int) -> PairSet:
-        """Seeded same/different pairs among the held-out images: benchmark pairs for sets that have none."""
+    def _heldout_pairs(self, name: str, num_pairs: int, people: str = "all") -> PairSet:
+        """Seeded same/different pairs among the held-out images: benchmark pairs for sets that have none.
+
+        ``people`` picks whose held-out images: ``all``, ``trained`` (people with training images) or ``unseen``
+        (people kept out of training, ``unseen_identities``: verification on people the model never saw). The
+        pairs depend on ``seed`` only, not on the forget set, so θ0 and every unlearning run share them.
+        """
+        if people not in HELDOUT_PAIR_PEOPLE:
+            raise ConfigError(f"pair set {name!r}: people must be one of {', '.join(HELDOUT_PAIR_PEOPLE)}, got {people!r}")
         rng = np.random.default_rng([self.hparams.seed, 11])
         heldout = self.split.indices("heldout")
+        if people != "all":
+            unseen = set(self.split.unseen_identities)
+            keep = [(self.source.identities[i] in unseen) == (people == "unseen") for i in heldout]
+            heldout = heldout[np.array(keep, dtype=bool)]
         labels = self.labels[heldout]
         by_label = {y: np.flatnonzero(labels == y) for y in np.unique(labels)}
         multi = [y for y, members in by_label.items() if len(members) >= 2]
         if not multi or len(by_label) < 2:
-            raise DataError("heldout pairs need two identities with ≥ 2 held-out images: raise heldout_per_identity")
+            fix = "raise data.unseen_identities to ≥ 2" if people == "unseen" else "raise heldout_per_identity"
+            raise DataError(f"pair set {name!r} needs two {'' if people == 'all' else people + ' '}identities with "
+                            f"≥ 2 held-out images: {fix}")
         pairs, issame = [], []
         for k in range(num_pairs):
             if k % 2 == 0:
