@@ -72,7 +72,7 @@ class UnlearningMethod(FaceModule):
     needs_teacher: ClassVar[bool] = False
     batches: ClassVar[BatchRecipe] = BatchRecipe(parts=("forget",))
     protocols: ClassVar[tuple[str, ...]] = ("identity", "sample", "quality")
-    tuning: ClassVar[SearchSpace] = SearchSpace()  # lr a decade either side of its default, retain_weight 0 or 1
+    tuning: ClassVar[SearchSpace] = SearchSpace()  # lr 2 decades below its default to 1 above, retain_weight 0-30
     label_free_baseline: ClassVar[bool] = False
     identity_study: ClassVar[bool] = True
     demo_overrides: ClassVar[Mapping[str, object]] = {}

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnkit.methods.base import UnlearningMethod
-from unlearnkit.methods.search_space import Knob, SearchSpace
+from unlearnkit.methods.search_space import Knob, LogUniform, SearchSpace
 
 
 class BoundaryExpand(UnlearningMethod):
@@ -18,7 +18,7 @@ class BoundaryExpand(UnlearningMethod):
     means evaluation and later use ignore it.
     """
 
-    tuning = SearchSpace(strength=Knob("weight_decay", (0.0, 0.0005)))
+    tuning = SearchSpace(lr=LogUniform(1e-6, 1e-3), strength=Knob("weight_decay", (0.0, 0.0005)))  # the demo needs 1e-4
     # the authors' lr 1e-5 is for 10 epochs at scale; in the demo's 5 epochs it leaves θ0 unchanged, 1e-4 does not
     demo_overrides = {"lr": 1e-4}
 

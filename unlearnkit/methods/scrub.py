@@ -34,7 +34,7 @@ class Scrub(UnlearningMethod):
     """
 
     batches = BatchRecipe(parts=("forget", "retain"), one_part_per_step=True)
-    tuning = SearchSpace(strength=Knob("forget_weight", (1.0, 2.0)))
+    tuning = SearchSpace(strength=Knob("forget_weight", (1.0, 2.0)), epochs=(5, 4, 8))  # passes: 4 = msteps 2 alone
     label_free_baseline = True
     needs_teacher = True
 
