@@ -1,6 +1,6 @@
 """``unlearnkit``, the console script: ``fit``, ``validate`` and ``test`` run one model through LightningCLI
-(``cli/lightning_cli.py``); ``report``, ``demo``, ``generate`` and ``audit`` are not about one model and are
-dispatched here, before it.
+(``cli/lightning_cli.py``); ``report``, ``demo``, ``generate``, ``audit`` and ``tune`` are not about one model
+and are dispatched here, before it.
 """
 
 from __future__ import annotations
@@ -44,7 +44,13 @@ def _audit(args: list[str]) -> int:
     return audit_main(args)
 
 
-EXTRA_COMMANDS = {"generate": _generate, "demo": _demo, "report": _report, "audit": _audit}
+def _tune(args: list[str]) -> int:
+    from unlearnkit.tuning import main as tune_main
+
+    return tune_main(args)
+
+
+EXTRA_COMMANDS = {"generate": _generate, "demo": _demo, "report": _report, "audit": _audit, "tune": _tune}
 
 
 def main(args: list[str] | None = None) -> int:
