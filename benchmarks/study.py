@@ -1,64 +1,160 @@
-"""The study: do both papers' claims hold? Every method, the original and the retrain oracle, over seeds.
+"""The study: do both papers' claims hold? Every method, θ0, the retrain oracle and the noise baseline, over seeds.
 
-For each data set and seed: pretrain θ0; for each protocol retrain the oracle on D_r; give every method
-the same tuning budget (``--budget`` settings from its declared search space, ``tuning``: its learning rate, its
-strength knob, its other loss weights), chosen by UES on a
-*validation* forget set (another forget draw over the same held-out images, ``data.forget_seed``), never on
-the evaluation split; tuning runs on the first seed (``--tune_seeds`` to tune on more) and its choice is used
-for every seed; run the chosen setting on the evaluation split with the oracle configured; collect
-with ``unlearnkit report``; write ``docs/results.md`` (mean ± std over seeds, chosen settings, cost
-relative to retraining) and print one line per claim: ``claim <name> holds|fails <figures>``.
+For each data set and seed: pretrain θ0 (some people kept out of training entirely, ``data.unseen_identities``,
+so verification on unseen people is measurable); for each protocol retrain the oracle on exactly D_r (a
+one-step run writes the split's manifest); give every method the same tuning budget (``--budget`` trials over the
+search space it declares, ``tuning``; default 16 on the synthetic set, 8 on the real ones) on a *validation*
+forget draw (``data.forget_seed 1``), never the evaluation split; tuning runs on the first seed (``--tune_seeds``
+to tune on more) and its choice is used for every seed; run the chosen setting on the evaluation split with the
+oracle configured; run each method along its strength knob (``--front_points`` settings: its trade-off front).
 
-Every run goes through the same CLI and configs a user runs. ``--quick``: one seed, the synthetic set,
-8 pretraining and 2 unlearning epochs, every method at its defaults (budget 1: no tuning runs); a smoke test
-of the whole pipeline, not a result.
+The quality protocol runs with the built-in quality score and, where the data set records each image's quality
+(the synthetic set), with ``data.quality known`` (protocol ``quality_known``), each with its own oracle. With
+``--audit DIR`` (an ``unlearnkit audit`` of the synthetic set's sample protocol) its forget scores join the
+membership claim.
+
+Each claim is judged on per-seed values with a paired 95 % t-interval (``unlearnkit.stats``): holds, fails or
+inconclusive. Writes ``docs/results.md`` (claims, tables with mean ± std, θ0, oracle and noise rows, chosen
+settings, wall time per data set) and ``docs/results/<dataset>-fronts.png``; prints one line per claim:
+``claim <name> holds|fails|inconclusive [<dataset>] <figures>``.
+
+Every run goes through the same CLI and configs a user runs; a stopped study resumes (finished runs are kept).
+``--quick``: one seed, the synthetic set, 8 pretraining and 2 unlearning epochs, every method at its defaults
+(budget 1: no tuning runs), no fronts; a smoke test of the whole pipeline, not a result.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import math
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from unlearnkit.demo import cli, model_options, trainer_overlay
+from unlearnkit.demo import _last_error, cli, output_to, trainer_overlay
 from unlearnkit.methods import label_free_comparison, method_defaults, unlearning_methods
+from unlearnkit.stats import FAILS, HOLDS, INCONCLUSIVE, all_of, any_of, best_within, paired_interval, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
-# data config and the pretraining experiment whose recipe makes θ0 and, as ``--model Retrain``, the oracle
-DATASETS = {"synthetic": ("configs/data/synthetic.yaml", "configs/experiment/pretrain_synthetic.yaml"),
-            "lfw_subset": ("configs/data/lfw_subset.yaml", "configs/experiment/pretrain_lfw_subset.yaml")}
+RETAIN_DROP = 0.02  # the identity claims' bound on the retain mAP drop from θ0
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A data set of the study: its data config, the pretraining experiment whose recipe makes θ0 and, as
+    ``--model Retrain``, the oracle, its tuning budget, data options for every run and whether its images carry a
+    known quality (``quality: known``)."""
+
+    data: str
+    pretrain: str
+    budget: int
+    options: tuple[str, ...] = ()
+    known_quality: bool = False
+
+
+DATASETS = {
+    "synthetic": Dataset("configs/data/synthetic.yaml", "configs/experiment/pretrain_synthetic.yaml", 16,
+                         ("--data.unseen_identities", "10"), known_quality=True),
+    "lfw_subset": Dataset("configs/data/lfw_subset.yaml", "configs/experiment/pretrain_lfw_subset.yaml", 8,
+                          ("--data.unseen_identities", "6")),
+    # pins.yaml keeps its own unseen people
+    "pins": Dataset("configs/data/pins.yaml", "configs/experiment/pretrain_pins.yaml", 8),
+}
 PROTOCOLS = {"identity": [], "sample": ["--data.protocol", "sample", "--data.forget", "0.1"],
-             "quality": ["--data.protocol", "quality", "--data.forget", "0.1"]}
+             "quality": ["--data.protocol", "quality", "--data.forget", "0.1"],
+             "quality_known": ["--data.protocol", "quality", "--data.forget", "0.1", "--data.quality", "known"]}
+# SalUn's "Avg. Gap": the two-sided gaps to the oracle the sample and quality protocols' verdicts rest on
+GAP_KEYS = ("oracle_gap/forget/mAP", "oracle_gap/retain_heldout/mAP", "oracle_gap/memorisation/mAP",
+            "oracle_gap/mia/forget_auc")
+AVG_GAP = "avg_oracle_gap"
 
 
-def study_methods() -> dict[str, dict[str, bool]]:
+def study_methods(only=None) -> dict[str, dict[str, bool]]:
     """Per protocol, the methods the study runs (read from the registry's declarations), each with whether it
     runs as its ``labels: pseudo`` variant: identity, every method declaring ``identity_study``; sample, the
-    label-free comparison (label-free methods, then the label-free baselines); quality, its label-free methods."""
+    label-free comparison (label-free methods, then the label-free baselines); quality (both scores), its
+    label-free methods. ``only``: keep these class names."""
     comparison = label_free_comparison()
-    return {"identity": {name: False for name, cls in unlearning_methods().items() if cls.identity_study},
-            "sample": comparison,
-            "quality": {name: False for name, pseudo in comparison.items() if not pseudo}}
+    quality = {name: False for name, pseudo in comparison.items() if not pseudo}
+    plan = {"identity": {name: False for name, cls in unlearning_methods().items() if cls.identity_study},
+            "sample": comparison, "quality": quality, "quality_known": dict(quality)}
+    return {p: {m: pseudo for m, pseudo in methods.items() if only is None or m in only} for p, methods in plan.items()}
 
 
-def settings(method: str, budget: int) -> list[dict]:
-    """``budget`` settings from the method's declared search space (``tuning``) in a fixed order: its defaults,
-    the learning rate at the top and bottom of its range (by default a decade either side of its own), each other
-    value of its strength knob and loss weights, then learning rates in between (``SearchSpace.settings``)."""
+def protocols_of(dataset: str, only=None) -> list[str]:
+    """The study protocols run on ``dataset`` (``quality_known`` where its images carry a known quality) that have a
+    method among ``only``."""
+    methods = study_methods(only)
+    return [p for p in PROTOCOLS if (p != "quality_known" or DATASETS[dataset].known_quality) and methods[p]]
+
+
+def base_protocol(protocol: str) -> str:
+    """The evaluation protocol a study protocol runs (``quality_known`` is the quality protocol)."""
+    return "quality" if protocol == "quality_known" else protocol
+
+
+def search_space(method: str, epochs: int | None = None):
+    """The method's declared search space (``tuning``), with its epochs fixed to ``epochs`` where given, and its
+    defaults."""
     cls = unlearning_methods()[method]
     defaults = method_defaults(cls)
     cls.tuning.check(method, defaults)
-    return cls.tuning.settings(defaults, budget)
+    space = cls.tuning if epochs is None else dataclasses.replace(cls.tuning, epochs=(epochs,))
+    return space, defaults
 
 
-def study_plan(budget: int) -> dict[str, dict[str, list[dict]]]:
-    """Per protocol, each method the study runs and the settings it is tuned on (the first one alone at budget 1)."""
-    return {protocol: {method: settings(method, budget) for method in methods}
-            for protocol, methods in study_methods().items()}
+def study_plan(epochs: int | None = None) -> dict[str, dict[str, dict]]:
+    """Per protocol, each method the study runs: whether on pseudo-labels, the setting it starts from (its first
+    tuning trial, and its setting at budget 1: ``SearchSpace.default_setting``) and its front's knob and values."""
+    plan = {}
+    for protocol, methods in study_methods().items():
+        plan[protocol] = {}
+        for method, pseudo in methods.items():
+            space, defaults = search_space(method, epochs)
+            first = space.default_setting(defaults)
+            knob, front = front_settings(method, first, 4)
+            plan[protocol][method] = {"pseudo": pseudo, "first": first, "front": (knob, [s[knob] for s in front])}
+    return plan
+
+
+def spread(values, count: int, log: bool = False) -> list[float]:
+    """``values`` and, while fewer than ``count``, the midpoints of neighbours (widest gap first; geometric with
+    ``log``), sorted."""
+    out = sorted(set(float(v) for v in values))
+    gap = (lambda a, b: b / a) if log else (lambda a, b: b - a)
+    while 1 < len(out) < count:
+        a, b = max(zip(out, out[1:]), key=lambda pair: gap(*pair))
+        out = sorted([*out, math.sqrt(a * b) if log else (a + b) / 2])
+    return out
+
+
+def front_settings(method: str, chosen: dict, points: int) -> tuple[str, list[dict]]:
+    """The settings of a method's trade-off front: ``points`` values of its strength knob (its declared values,
+    or a range's ends, filled with midpoints), the chosen setting's other options kept; a method without a strength
+    knob moves along its learning rate. Returns the knob's name and the settings, the chosen value among them."""
+    cls = unlearning_methods()[method]
+    space, current = cls.tuning, {**method_defaults(cls), **chosen}
+    if space.strength is None:
+        name, values = "lr", space.lr.values(float(current["lr"]), points)
+    else:
+        strength = space.strength
+        name, values = strength.name, spread(strength.values, points, getattr(strength, "log", False))
+    values = sorted(set(values) | {float(current[name])})
+    return name, [{**chosen, name: value} for value in values]
+
+
+class RunFailed(Exception):
+    """A run of the study stopped with an error (the study stops; a second call resumes)."""
+
+
+def setting_key(setting: dict) -> str:
+    """A short stable name of a setting: tuning trials are cached by it, so a resumed tuning reuses them."""
+    return hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:10]
 
 
 class Study:
@@ -66,200 +162,448 @@ class Study:
         self.args, self.out = args, Path(args.out)
         self.common = ["--wandb", "false", "--trainer.enable_progress_bar", "false"]
         self.common += [token for item in args.set for token in ("--" + item.split("=", 1)[0], item.split("=", 1)[1])]
+        self.dataset, self.started, self.count = "", time.perf_counter(), 0
 
     def cli(self, run_dir: Path, args: list[str]) -> dict:
-        """One run (``demo.cli``: skipped when finished, resumed when stopped); the wall time of runs actually
-        made adds up in ``run_seconds``."""
+        """One run (``demo.cli``: skipped when finished, resumed when stopped), its output in ``<run>/output.log``
+        (on the console with ``--verbose``); the wall time of runs actually made adds up per data set in
+        ``run_seconds``; one progress line per run. A failed run stops the study with its error line."""
         started, done = time.perf_counter(), (run_dir / "metrics.json").exists()
-        metrics = cli([*args, "--run_dir", str(run_dir), *self.common])
+        args = [*args, "--run_dir", str(run_dir), *self.common]
+        if self.args.verbose or done:
+            metrics = cli(args)
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            log = run_dir / "output.log"
+            try:
+                with output_to(log):
+                    metrics = cli(args)
+            except (Exception, SystemExit) as err:
+                raise RunFailed(f"run {run_dir} failed: {_last_error(log, err)} (its output: {log})") from None
+        self.count += 1
+        seconds = time.perf_counter() - started
         if not done:
-            self.add_run_seconds(time.perf_counter() - started)
+            self.add_run_seconds(seconds)
+        print(f"[run {self.count}, {(time.perf_counter() - self.started) / 60:.1f} min] "
+              f"{run_dir.relative_to(self.out)}: {'cached' if done else f'{seconds:.0f} s'}", flush=True)
         return metrics
 
     def add_run_seconds(self, seconds: float) -> None:
-        """Kept in ``<out>/run_seconds.json``: a study resumed or re-collected later still reports its cost."""
+        """Kept per data set in ``<out>/run_seconds.json``: a study resumed or re-collected later still reports
+        its cost."""
         path = self.out / "run_seconds.json"
-        total = json.loads(path.read_text())["seconds"] if path.is_file() else 0.0
+        spent = json.loads(path.read_text()) if path.is_file() else {}
+        spent[self.dataset] = spent.get(self.dataset, 0.0) + seconds
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"seconds": total + seconds}))
+        path.write_text(json.dumps(spent))
 
-    def run_minutes(self) -> float:
+    def run_minutes(self) -> dict[str, float]:
         path = self.out / "run_seconds.json"
-        return json.loads(path.read_text())["seconds"] / 60 if path.is_file() else 0.0
+        return {k: v / 60 for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
 
     def trainer_config(self, oracle: Path | None, epochs: int, path: Path, **overrides) -> Path:
         return trainer_overlay(ROOT / "configs/trainer/cpu_unlearn.yaml", path,
                                {"oracle": str(oracle)} if oracle is not None else None, max_epochs=epochs, **overrides)
 
-    def tune(self, base: Path, protocol: str, plan: dict[str, list[dict]], common) -> dict:
-        """Each method's best of its settings in ``plan`` (``study_plan``) by UES on the validation forget draw."""
-        a = self.args
-        if a.budget == 1:  # nothing to choose between: no tuning runs
-            return {method: candidates[0] for method, candidates in plan.items()}
-        # evaluated once, at the end: only the final UES is compared
-        trainer = self.trainer_config(None, a.epochs, base / f"trainer-tune-{protocol}.yaml",
-                                      check_val_every_n_epoch=a.epochs)
-        chosen = {}
-        for method, candidates in plan.items():
-            scored = []
-            for k, setting in enumerate(candidates):
-                metrics = self.cli(base / "tune" / f"{protocol}-{method}-{k}",
-                                   [*common(method, trainer), "--data.forget_seed", "1", *model_options(setting)])
-                scored.append((metrics.get("UES", float("-inf")), k, setting))
-            chosen[method] = max(scored, key=lambda t: (t[0], -t[1]))[2]
-        return chosen
+    def budget(self, dataset: str) -> int:
+        return self.args.budget or DATASETS[dataset].budget
+
+    def search_space(self, method: str):
+        return search_space(method, self.args.epochs)
+
+    def tune_trainer(self, base: Path, protocol: str, oracle: Path | None) -> Path:
+        """The tuning trials' trainer: evaluated once at the end (``tuning.trial_arguments``), without what the
+        objectives never read (plots, per-identity table, noise baseline), against the validation oracle."""
+        evaluation = {"plots": False, "per_identity": False, "noise_baseline": False,
+                      **({"oracle": str(oracle)} if oracle is not None else {})}
+        return trainer_overlay(ROOT / "configs/trainer/cpu_unlearn.yaml", base / f"trainer-tune-{protocol}.yaml",
+                               evaluation)
+
+    def choose(self, base: Path, protocol: str, method: str, common, trainer: Path, seed: int) -> dict:
+        """The method's setting for ``protocol``: its own (``SearchSpace.default_setting``) at budget 1, else the
+        best of ``budget`` Optuna trials (``unlearnkit.tuning.tune``, the protocol's objective) on the validation
+        forget draw; the tuning's SQLite study and its trial runs live under ``tune/<protocol>/<method>``."""
+        from unlearnkit.tuning import trial_arguments, tune
+
+        space, defaults = self.search_space(method)
+        budget = self.budget(self.dataset)
+        if budget == 1:  # nothing to choose between: no tuning runs
+            return space.default_setting(defaults)
+        where = base / "tune" / protocol / method
+
+        def run_trial(setting: dict) -> dict:
+            return self.cli(where / "trials" / setting_key(setting),
+                            [*common(method, trainer), "--data.forget_seed", "1", *trial_arguments(setting)])
+
+        return tune(method, run_trial, base_protocol(protocol), budget=budget, storage=where / "optuna.db", seed=seed,
+                    space=space, defaults=defaults, progress=lambda line: print(f"  {method}: {line}", flush=True)).best
+
+    def oracle(self, base: Path, name: str, pretrain: list[str], split_run_args, extra: list[str]) -> Path:
+        """The retrain oracle on exactly one split's D_r: a one-step run (``split_run_args(trainer)``) writes the
+        split's manifest, then the pretraining recipe retrains on its retain set. Returns its run directory."""
+        split_run = base / "split" / name
+        self.cli(split_run, split_run_args(self.trainer_config(None, 1, base / f"trainer-split-{name}.yaml",
+                                                               limit_train_batches=1)))
+        oracle_dir = base / f"{name}-oracle"
+        self.cli(oracle_dir, [*pretrain, "--model", "Retrain", *extra, "--data.split_manifest",
+                              str(split_run / "split.csv")])
+        return oracle_dir
 
     def run_seed(self, dataset: str, seed: int, chosen: dict | None = None) -> dict:
         """Every run of one seed; tunes first unless ``chosen`` settings (per protocol) are given."""
-        a, base = self.args, self.out / dataset / f"seed{seed}"
-        data_config, experiment = DATASETS[dataset]
-        data = ["--data", str(ROOT / data_config), "--data.seed", str(seed), "--seed_everything", str(seed)]
-        pretrain = ["fit", "--config", str(ROOT / experiment), *data]
+        from unlearnkit.tuning import trial_arguments
+
+        a, base, spec = self.args, self.out / dataset / f"seed{seed}", DATASETS[dataset]
+        self.dataset = dataset
+        data = ["--data", str(ROOT / spec.data), *spec.options, "--data.seed", str(seed), "--seed_everything", str(seed)]
+        pretrain = ["fit", "--config", str(ROOT / spec.pretrain), *data]
         if a.pretrain_epochs:
             pretrain += ["--trainer.max_epochs", str(a.pretrain_epochs)]
         self.cli(base / "original", pretrain)
         original = base / "original" / "checkpoints" / "last.ckpt"
-        results = {"original": base / "original", "runs": {}, "chosen": {}}
+        results = {"seed": seed, "original": base / "original", "runs": {}, "chosen": {}, "fronts": {}}
         unlearn = str(ROOT / "configs/experiment/unlearn_synthetic.yaml")
-        plan = study_plan(a.budget)
-        for protocol, methods in study_methods().items():
-            extra = PROTOCOLS[protocol]
+        for protocol in protocols_of(dataset, a.methods):
+            methods, extra = study_methods(a.methods)[protocol], PROTOCOLS[protocol]
 
             def common(method: str, trainer: Path, extra=extra, methods=methods) -> list[str]:
                 labels = ["--model.labels", "pseudo"] if methods.get(method) else []
                 return ["fit", "--config", unlearn, "--trainer", str(trainer), *data, *extra, "--model", method,
                         "--model.original", str(original), *labels]
 
-            settings_here = (chosen or {}).get(protocol) or self.tune(base, protocol, plan[protocol], common)
+            first = next(iter(methods))
+            settings_here = (chosen or {}).get(protocol)
+            if settings_here is None:
+                validation_oracle = None
+                if base_protocol(protocol) != "identity" and self.budget(dataset) > 1:  # the objective's oracle
+                    validation_oracle = self.oracle(
+                        base, f"{protocol}-validation", pretrain,
+                        lambda trainer, first=first: [*common(first, trainer), "--data.forget_seed", "1"],
+                        [*extra, "--data.forget_seed", "1"])
+                    validation_oracle = validation_oracle / "checkpoints" / "last.ckpt"
+                tune_trainer = self.tune_trainer(base, protocol, validation_oracle)
+                settings_here = {method: self.choose(base, protocol, method, common, tune_trainer, seed)
+                                 for method in methods}
             results["chosen"][protocol] = settings_here
-            oracle_dir = base / f"{protocol}-oracle"
-            # a one-step run writes the evaluation split's manifest, so the oracle retrains on exactly that D_r
-            split_runs = base / "split" / protocol
-            one_step = self.trainer_config(None, 1, base / f"trainer-split-{protocol}.yaml", limit_train_batches=1)
-            self.cli(split_runs, common("Cure", one_step))
-            manifest = ["--data.split_manifest", str(split_runs / "split.csv")]
-            self.cli(oracle_dir, [*pretrain, "--model", "Retrain", *extra, *manifest])
-            trainer = self.trainer_config(oracle_dir / "checkpoints" / "last.ckpt", a.epochs,
+            oracle_dir = self.oracle(base, protocol, pretrain, lambda trainer, first=first: common(first, trainer),
+                                     extra)
+            manifest = ["--data.split_manifest", str(base / "split" / protocol / "split.csv")]
+            trainer = self.trainer_config(oracle_dir / "checkpoints" / "last.ckpt", a.epochs or 5,
                                           base / f"trainer-{protocol}.yaml")
             for method in methods:
                 run = base / f"{protocol}-{method}"
-                self.cli(run, [*common(method, trainer), *manifest, *model_options(settings_here[method])])
+                self.cli(run, [*common(method, trainer), *manifest, *trial_arguments(settings_here[method])])
                 results["runs"][(protocol, method)] = run
+                if a.fronts:
+                    knob, front = front_settings(method, settings_here[method], a.front_points)
+                    runs = []
+                    for setting in front:
+                        same = setting == settings_here[method]
+                        runs.append(run if same else base / "front" / f"{protocol}-{method}-{setting_key(setting)}")
+                        if not same:
+                            self.cli(runs[-1], [*common(method, trainer), *manifest, *trial_arguments(setting)])
+                    results["fronts"][(protocol, method)] = (knob, [s[knob] for s in front], runs)
             results["runs"][(protocol, "Retrain")] = oracle_dir
         return results
 
+    def planned_runs(self, dataset: str) -> tuple[int, int]:
+        """(runs, of which tuning trials) this data set needs, finished ones included: per seed θ0, per protocol
+        the split run, the oracle and each method's run and front; on tuned seeds the trials and, for the protocols
+        tuned against the oracle, the validation draw's split run and oracle."""
+        a, budget = self.args, self.budget(dataset)
+        methods = study_methods(a.methods)
+        per_seed, per_tuned, trials = 1, 0, 0
+        for protocol in protocols_of(dataset, a.methods):
+            n = len(methods[protocol])
+            per_seed += 2 + n * (1 + ((a.front_points - 1) if a.fronts else 0))
+            if budget > 1:
+                trials += n * budget
+                per_tuned += 2 if base_protocol(protocol) != "identity" else 0
+        tuned = min(a.tune_seeds, len(a.seeds))
+        return per_seed * len(a.seeds) + (per_tuned + trials) * tuned, trials * tuned
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if v == v]
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+# ------------------------------------------------------------------------------------------------ collecting
+def avg_oracle_gap(metrics: dict) -> float:
+    """The mean two-sided gap to the oracle over ``GAP_KEYS`` (NaN unless all are there)."""
+    values = [metrics.get(k, math.nan) for k in GAP_KEYS]
+    return statistics.fmean(values) if not any(math.isnan(v) for v in values) else math.nan
 
 
-def summarise(all_results: dict[str, list[dict]]) -> tuple[dict, list[str]]:
-    """Per data set, protocol and method: mean ± std of each metric over seeds (the original θ0's values
-    from the ``original/`` keys every unlearning run records; cost relative to the same seed's oracle)."""
+def original_values(metrics: dict) -> dict:
+    """θ0's values as an unlearning run records them (``original/…``), with θ0's own gaps to the oracle."""
+    values = {k[len("original/"):]: v for k, v in metrics.items() if k.startswith("original/")}
+    for key in GAP_KEYS:
+        metric = key[len("oracle_gap/"):]
+        if metric in values and f"oracle/{metric}" in metrics:
+            values[key] = abs(values[metric] - metrics[f"oracle/{metric}"])
+    return values
+
+
+def with_derived(metrics: dict) -> dict:
+    return {**metrics, AVG_GAP: avg_oracle_gap(metrics)}
+
+
+@dataclass
+class Collected:
+    """Per (dataset, protocol, row): one metrics dict per seed; rows are the methods, ``Original`` (θ0),
+    ``Retrain`` (the oracle) and ``noise@<method>`` (the noise baseline at that method's drift). ``fronts``:
+    per (dataset, protocol, method), the knob, its values and one list of metrics dicts per seed."""
+
+    values: dict = field(default_factory=dict)
+    fronts: dict = field(default_factory=dict)
+
+
+def collect(all_results: dict[str, list[dict]]) -> Collected:
     from unlearnkit.report import cost_vs_retrain, load_run
 
-    keys = ["forget/mAP", "forget/R@1", "forget/CS", "retain/mAP", "retain/R@1", "retain/CS", "UES",
-            "mia/membership_recall", "mia/attack_acc", "cost/wall_seconds", "cost ×retrain"]
-    table = {}
+    out = Collected()
     for dataset, seeds in all_results.items():
-        for (protocol, method) in seeds[0]["runs"]:
-            rows = []
-            for r in seeds:
-                run, oracle = load_run(r["runs"][(protocol, method)]), load_run(r["runs"][(protocol, "Retrain")])
+        for r in seeds:
+            for (protocol, method), path in r["runs"].items():
+                run = load_run(path)
+                oracle = load_run(r["runs"][(protocol, "Retrain")])
                 ratio = cost_vs_retrain(run, oracle).get("cost_vs_retrain/wall_seconds", math.nan)
-                rows.append({**run.metrics, "cost ×retrain": ratio})
-            verify = sorted({k for row in rows for k in row if k.startswith("verify/") and k.endswith("/acc")})
-            table[(dataset, protocol, method)] = {
-                k: mean_std([row.get(k, float("nan")) for row in rows]) for k in keys + verify}
-            if method != "Retrain" and (dataset, protocol, "Original") not in table:
-                table[(dataset, protocol, "Original")] = {
-                    k: mean_std([row.get(f"original/{k}", float("nan")) for row in rows]) for k in keys + verify}
-    return table, keys
+                rows = {method: {**run.metrics, "cost ×retrain": ratio}}
+                if method != "Retrain":
+                    rows["Original"] = original_values(run.metrics)
+                    rows[f"noise@{method}"] = {k[len("noise/"):]: v for k, v in run.metrics.items()
+                                               if k.startswith("noise/")}
+                for label, metrics in rows.items():
+                    seeds_here = out.values.setdefault((dataset, protocol, label), {})
+                    seeds_here.setdefault(r["seed"], with_derived(metrics))
+            for (protocol, method), (knob, values, paths) in r["fronts"].items():
+                entry = out.fronts.setdefault((dataset, protocol, method), {"knob": knob, "values": values,
+                                                                            "seeds": {}})
+                entry["seeds"][r["seed"]] = [with_derived(load_run(p).metrics) for p in paths]
+    return out
 
 
-def claims(table: dict, dataset: str) -> list[str]:
-    t = lambda p, m, k: table.get((dataset, p, m), {}).get(k, (float("nan"), 0))[0]  # noqa: E731
+def per_seed(collected: Collected, dataset: str, protocol: str, label: str, key: str, seeds: list[int]) -> list[float]:
+    rows = collected.values.get((dataset, protocol, label), {})
+    return [float(rows.get(s, {}).get(key, math.nan)) for s in seeds]
+
+
+def retain_drop(metrics: dict) -> float:
+    return metrics.get("original/retain/mAP", math.nan) - metrics.get("retain/mAP", math.nan)
+
+
+def front_headline(points: list[dict], key: str = "forget/mAP", bound: float = RETAIN_DROP) -> float:
+    """``key`` at a retain mAP drop of ``bound`` read off a front (its runs, θ0 added at drop 0: doing nothing is
+    always a setting), by linear interpolation (``unlearnkit.stats.best_within``)."""
+    if not points:
+        return math.nan
+    theta0 = points[0].get(f"original/{key}", math.nan)
+    return best_within([0.0, *map(retain_drop, points)], [theta0, *(p.get(key, math.nan) for p in points)], bound)
+
+
+def headlines(collected: Collected, dataset: str, protocol: str, method: str, key: str, seeds: list[int]) -> list[float]:
+    """Per seed, ``key`` at 2 points of retain drop: off the method's front where the study ran fronts, else off
+    its one evaluation run (with θ0)."""
+    front = collected.fronts.get((dataset, protocol, method))
+    if front is not None:
+        return [front_headline(front["seeds"].get(s, []), key) for s in seeds]
+    rows = collected.values.get((dataset, protocol, method), {})
+    return [front_headline([rows[s]], key) if s in rows else math.nan for s in seeds]
+
+
+# ------------------------------------------------------------------------------------------------ claims
+def mean(values: list[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(values) if values else math.nan
+
+
+def seeds_text(values: list[float]) -> str:
+    return "/".join("nan" if math.isnan(v) else f"{v:.3f}" for v in values)
+
+
+def claims(collected: Collected, dataset: str, seeds: list[int], audit: dict | None = None) -> list[str]:
+    """One line per claim of issue 19, each judged on per-seed values with paired 95 % intervals."""
     lines = []
-    disp = ["Dispersion", "HardDispersion"]
-    base = ["RandomLabel", "GradientAscent", "BoundaryShrink"]
-    ok = all(t("identity", d, k) < t("identity", b, k) for d in disp for b in base for k in ("forget/mAP", "forget/CS"))
-    retain_ok = all(abs(t("identity", d, "retain/mAP") - t("identity", "Original", "retain/mAP")) <= 0.03 for d in disp)
-    fig = " ".join(f"{m}:fmAP={t('identity', m, 'forget/mAP'):.3f},fCS={t('identity', m, 'forget/CS'):.3f},"
-                   f"rmAP={t('identity', m, 'retain/mAP'):.3f}" for m in disp + base + ["Original"])
-    lines.append(f"claim dispersion_lowest_forget {'holds' if ok and retain_ok else 'fails'} [{dataset}] {fig}")
-    r1 = t("identity", "Dispersion", "forget/R@1") / max(1e-9, t("identity", "Original", "forget/R@1"))
-    mp = t("identity", "Dispersion", "forget/mAP") / max(1e-9, t("identity", "Original", "forget/mAP"))
-    lines.append(f"claim r1_outlives_map {'holds' if r1 > mp else 'fails'} [{dataset}] "
-                 f"R@1 kept {r1:.2f} of original, mAP kept {mp:.2f}")
-    label_free = list(study_methods()["sample"])
+    value = lambda p, m, k: per_seed(collected, dataset, p, m, k, seeds)  # noqa: E731
+
+    # dispersion_lowest_forget: at a retain drop ≤ 2 points, dispersion or hard dispersion below RL, GA, BS on
+    # forget mAP, R@1 and CS (each read off the fronts); its rank among every identity method by forget mAP
+    disp, base = ["Dispersion", "HardDispersion"], ["RandomLabel", "GradientAscent", "BoundaryShrink"]
+    ran = lambda p: [m for m in study_methods()[p] if (dataset, p, m) in collected.values]  # noqa: E731
+    identity = ran("identity")
+    metrics = ("forget/mAP", "forget/R@1", "forget/CS")
+    head = {(m, k): headlines(collected, dataset, "identity", m, k, seeds)
+            for m in {*identity, *disp, *base} for k in metrics}
+    per_variant, worst = [], {}
+    for d in disp:
+        comparisons = []
+        for b in base:
+            for k in metrics:
+                interval = paired_interval(head[b, k], head[d, k])
+                comparisons.append(verdict(interval))
+                if verdict(interval) != HOLDS and (d, k) not in worst:
+                    worst[d, k] = f"{d} vs {b} {k}: {interval}"
+        per_variant.append(all_of(comparisons))
+    ranking = sorted(identity, key=lambda m: (math.isnan(mean(head[m, "forget/mAP"])), mean(head[m, "forget/mAP"])))
+    rank = min((ranking.index(d) + 1 for d in disp if d in ranking), default=math.nan)
+    figures = " ".join(f"{m}:fmAP={seeds_text(head[m, 'forget/mAP'])},fR@1={seeds_text(head[m, 'forget/R@1'])},"
+                       f"fCS={seeds_text(head[m, 'forget/CS'])}" for m in disp + base)
+    why = ("; ".join(worst.values())) or "every comparison holds"
+    lines.append(f"claim dispersion_lowest_forget {any_of(per_variant)} [{dataset}] at retain mAP drop ≤ "
+                 f"{RETAIN_DROP:.2f}, per seed: {figures}; best dispersion ranks {rank} of {len(ranking)} by forget "
+                 f"mAP ({', '.join(ranking)}); {why}")
+
+    # r1_outlives_map: dispersion keeps more of forget R@1 than of forget mAP
+    kept = {k: [x / y if y else math.nan for x, y in zip(value("identity", "Dispersion", k),
+                                                         value("identity", "Original", k))]
+            for k in ("forget/R@1", "forget/mAP")}
+    interval = paired_interval(kept["forget/R@1"], kept["forget/mAP"])
+    lines.append(f"claim r1_outlives_map {verdict(interval)} [{dataset}] Dispersion keeps R@1 "
+                 f"{seeds_text(kept['forget/R@1'])} and mAP {seeds_text(kept['forget/mAP'])} of θ0's; R@1 − mAP "
+                 f"{interval}")
+
+    # cure_best_label_free: CURE has the smallest average two-sided gap to the oracle among label-free methods
+    label_free = ran("sample")  # the label-free methods the study ran
     others = [m for m in label_free if m != "Cure"]
-    ues = {m: t("sample", m, "UES") for m in label_free}
-    lines.append(f"claim cure_best_label_free_ues {'holds' if all(ues['Cure'] > ues[m] for m in others) else 'fails'} "
-                 f"[{dataset}] " + " ".join(f"{m}={v:.3f}" for m, v in ues.items()))
-    mia = {m: t("sample", m, "mia/membership_recall") for m in label_free}
-    oracle = t("sample", "Retrain", "mia/membership_recall")
-    closest = min(label_free, key=lambda m: abs(mia[m] - oracle))
-    holds = all(mia["Cure"] <= mia[m] for m in others) and closest == "Cure"
-    lines.append(f"claim cure_lowest_membership {'holds' if holds else 'fails'} [{dataset}] "
-                 + " ".join(f"{m}={v:.3f}" for m, v in mia.items()) + f" oracle={oracle:.3f}")
-    row = table.get((dataset, "quality", "Cure"), {})
-    original = table.get((dataset, "quality", "Original"), {})
-    verify = [k for k in row if k.startswith("verify/")]
-    if verify:
-        k = verify[0]
-        after, before = row[k][0], original[k][0]
-        lines.append(f"claim quality_forgetting_helps {'holds' if after >= before else 'fails'} [{dataset}] "
-                     f"{k} before {before:.4f} after {after:.4f}")
-    else:
-        lines.append(f"claim quality_forgetting_helps fails [{dataset}] no verification pairs configured")
+    gap = {m: value("sample", m, AVG_GAP) for m in dict.fromkeys([*label_free, "Cure", "Original"])}
+    comparisons = {m: paired_interval(gap[m], gap["Cure"]) for m in others}
+    ues = {m: value("sample", m, "UES") for m in label_free}
+    lines.append(f"claim cure_best_label_free {all_of([verdict(iv) for iv in comparisons.values()])} [{dataset}] "
+                 f"avg oracle gap per seed: " + " ".join(f"{m}={seeds_text(v)}" for m, v in gap.items())
+                 + "; other − Cure: " + "; ".join(f"{m} {iv}" for m, iv in comparisons.items())
+                 + "; UES vs θ0 (CURE's metric): " + " ".join(f"{m}={mean(v):.3f}" for m, v in ues.items()))
+
+    # cure_lowest_membership: CURE has the lowest forget-vs-held-out attack AUC (and the best forget score)
+    auc = {m: value("sample", m, "mia/forget_auc") for m in dict.fromkeys([*label_free, "Cure", "Retrain"])}
+    comparisons = {m: paired_interval(auc[m], auc["Cure"]) for m in others}
+    verdicts = [verdict(iv) for iv in comparisons.values()]
+    audited = ""
+    if audit:
+        best = max(audit, key=audit.get)
+        verdicts.append(HOLDS if best == "Cure" else FAILS)
+        audited = "; audit forget score (one θ0, no interval): " + " ".join(f"{m}={v:.3f}" for m, v in audit.items())
+    lines.append(f"claim cure_lowest_membership {all_of(verdicts)} [{dataset}] forget AUC per seed: "
+                 + " ".join(f"{m}={seeds_text(v)}" for m, v in auc.items())
+                 + "; other − Cure: " + "; ".join(f"{m} {iv}" for m, iv in comparisons.items()) + audited)
+
+    # quality_forgetting_helps: verification on unseen people after forgetting the lowest-quality images ≥ θ0's
+    parts, verdicts = [], []
+    for protocol in (p for p in ("quality", "quality_known") if p in protocols_of(dataset)):
+        rows = collected.values.get((dataset, protocol, "Cure"), {})
+        keys = sorted({k for row in rows.values() for k in row if k.startswith("verify/") and k.endswith("/unseen/acc")})
+        if not keys:
+            parts.append(f"{protocol}: no verification pairs of unseen people (set data.unseen_identities)")
+            verdicts.append(INCONCLUSIVE)
+            continue
+        after, before = value(protocol, "Cure", keys[0]), value(protocol, "Original", keys[0])
+        oracle = value(protocol, "Retrain", keys[0])
+        interval = paired_interval(after, before)
+        verdicts.append(verdict(interval))
+        parts.append(f"{protocol} {keys[0]}: θ0 {seeds_text(before)}, Cure {seeds_text(after)}, oracle "
+                     f"{seeds_text(oracle)}; Cure − θ0 {interval}")
+    lines.append(f"claim quality_forgetting_helps {all_of(verdicts)} [{dataset}] " + "; ".join(parts))
     return lines
 
 
-def cell(mean: float, std: float) -> str:
-    return "–" if math.isnan(mean) else f"{mean:.3f} ± {std:.3f}"
+# ------------------------------------------------------------------------------------------------ writing
+COLUMNS = {
+    "identity": ["forget/mAP", "forget/R@1", "forget/CS", "retain/mAP", "retain/R@1", "retain/CS", "mia/forget_auc",
+                 "UES", "drift", "cost ×retrain"],
+    "sample": [AVG_GAP, *GAP_KEYS, "forget/mAP", "retain_heldout/mAP", "memorisation/mAP", "mia/forget_auc", "UES",
+               "drift", "cost ×retrain"],
+}
 
 
-def write_results(path: Path, table: dict, keys: list[str], all_results: dict, claim_lines: list[str],
-                  minutes: float, args) -> None:
-    from unlearnkit.plots import save_tradeoff
+def cell(values: list[float]) -> str:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "–"
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.3f}"
+
+
+def table(collected: Collected, dataset: str, protocol: str, seeds: list[int]) -> list[str]:
+    """The protocol's table: θ0, the oracle, each method followed by its noise baseline (mean ± std over seeds)."""
+    labels = [label for (d, p, label) in collected.values if d == dataset and p == protocol]
+    methods = [m for m in study_methods()[protocol] if m in labels]
+    order = ["Original", "Retrain", *[x for m in methods for x in (m, f"noise@{m}")]]
+    rows = {label: collected.values[(dataset, protocol, label)] for label in order if label in labels}
+    verify = sorted({k for row in rows.values() for values in row.values() for k in values
+                     if k.startswith("verify/") and k.endswith(("/retained/acc", "/unseen/acc"))})
+    columns = [k for k in COLUMNS["identity" if protocol == "identity" else "sample"] + verify
+               if any(k in values for row in rows.values() for values in row.values())]
+    names = {"Original": "**θ0**", "Retrain": "**oracle**"}
+    out = ["| run | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for label, row in rows.items():
+        name = names.get(label) or (f"↳ noise at {label[6:]}'s drift" if label.startswith("noise@") else label)
+        out.append(f"| {name} | " + " | ".join(cell([row.get(s, {}).get(k, math.nan) for s in seeds])
+                                               for k in columns) + " |")
+    return out
+
+
+def headline_table(collected: Collected, dataset: str, protocol: str, seeds: list[int]) -> list[str]:
+    methods = [m for (d, p, m) in collected.fronts if d == dataset and p == protocol]
+    if not methods:
+        return []
+    out = [f"Forget mAP at a retain mAP drop of {RETAIN_DROP:.2f}, read off each front (θ0 at drop 0 included), "
+           "per seed:", "", "| method | knob: values | per seed | mean ± std |", "|---|---|---|---|"]
+    for m in methods:
+        front, values = collected.fronts[(dataset, protocol, m)], headlines(collected, dataset, protocol, m,
+                                                                            "forget/mAP", seeds)
+        knob = f"{front['knob']}: {', '.join(f'{v:g}' for v in front['values'])}"
+        out.append(f"| {m} | {knob} | {seeds_text(values)} | {cell(values)} |")
+    return [*out, ""]
+
+
+def save_fronts(collected: Collected, dataset: str, seeds: list[int], path: Path) -> Path | None:
+    from unlearnkit.plots import save_fronts as plot
+
+    curves, references = [], []
+    for (d, protocol, method), front in collected.fronts.items():
+        if d != dataset:
+            continue
+        runs = [front["seeds"][s] for s in seeds if s in front["seeds"]]
+        curves.append({"panel": protocol, "label": method,
+                       "forget": [[p.get("forget/mAP", math.nan) for p in r] for r in runs],
+                       "retain": [[p.get("retain/mAP", math.nan) for p in r] for r in runs]})
+    if not curves:
+        return None
+    for (d, protocol, label), rows in collected.values.items():
+        if d == dataset and label in ("Original", "Retrain"):
+            references.append({"panel": protocol, "label": "θ0" if label == "Original" else "oracle",
+                               "kind": "original" if label == "Original" else "oracle",
+                               "forget": [r.get("forget/mAP", math.nan) for r in rows.values()],
+                               "retain": [r.get("retain/mAP", math.nan) for r in rows.values()]})
+    return plot(curves, references, path)
+
+
+def write_results(path: Path, collected: Collected, all_results: dict, claim_lines: list[str],
+                  minutes: dict[str, float], args) -> None:
     from unlearnkit.utils.io import write_text
 
+    spent = ", ".join(f"{d} {m:.1f} min" for d, m in minutes.items())
     out = ["# Results", "", f"Produced by `python benchmarks/study.py {' '.join(sys.argv[1:])}`: its runs took "
-           f"{minutes:.1f} minutes of wall time on this machine (2 CPU cores); seeds {args.seeds}, budget "
-           f"{args.budget} settings per "
-           f"method, chosen by UES on a validation forget set (`data.forget_seed=1`) of the first "
-           f"{args.tune_seeds} seed(s) and used for every seed.", "", "## Claims", "",
-           *[f"- `{line}`" for line in claim_lines], ""]
-    for dataset in all_results:
-        kind = {"Original": "original", "Retrain": "oracle"}
-        plot = save_tradeoff([{"panel": p, "label": m, "kind": kind.get(m, "method"), "forget": v["forget/mAP"][0],
-                               "retain": v["retain/mAP"][0], "forget_std": v["forget/mAP"][1],
-                               "retain_std": v["retain/mAP"][1]}
-                              for (d, p, m), v in table.items() if d == dataset],
-                             path.parent / "results" / f"{dataset}.png")
-        out += [f"![{dataset}: forget mAP vs retain mAP, one panel per protocol](results/{plot.name})", ""]
-        for protocol in ("identity", "sample", "quality"):
-            rows = [(m, v) for (d, p, m), v in table.items() if d == dataset and p == protocol]
-            if not rows:
+           f"{sum(minutes.values()):.1f} minutes of wall time on this machine ({spent}); seeds {args.seeds}; "
+           f"{'budget ' + str(args.budget) if args.budget else 'the data sets’ budgets'} settings per method, chosen "
+           f"by UES on a validation forget set (`data.forget_seed=1`) of the first {args.tune_seeds} seed(s) and "
+           "used for every seed.", "",
+           "Each claim is judged on per-seed values: the paired difference per seed, its mean and 95 % t-interval "
+           "(`unlearnkit.stats`); it holds or fails only where the interval and every seed agree, else it is "
+           "inconclusive.", "", "## Claims", "", *[f"- `{line}`" for line in claim_lines], ""]
+    for dataset, seeds in all_results.items():
+        numbers = [r["seed"] for r in seeds]
+        plot = save_fronts(collected, dataset, numbers, path.parent / "results" / f"{dataset}-fronts.png")
+        if plot is not None:
+            out += [f"![{dataset}: trade-off fronts, forget mAP vs retain mAP, one panel per protocol]"
+                    f"(results/{plot.name})", ""]
+        for protocol in protocols_of(dataset):
+            if not any(d == dataset and p == protocol for d, p, _ in collected.values):
                 continue
-            extra = sorted({k for _, v in rows for k in v if k.startswith("verify/")})
-            cols = keys + extra
-            out += [f"## {dataset}, {protocol} protocol (mean ± std over seeds)", "",
-                    "| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-            for method, values in sorted(rows):
-                cells = [cell(*values.get(k, (math.nan, math.nan))) for k in cols]
-                out.append(f"| {method} | " + " | ".join(cells) + " |")
-            out.append("")
+            out += [f"## {dataset}, {protocol} protocol (mean ± std over seeds {numbers})", "",
+                    *table(collected, dataset, protocol, numbers), "",
+                    *headline_table(collected, dataset, protocol, numbers)]
     out += ["## Chosen settings", ""]
     for dataset, seeds in all_results.items():
         used: dict[tuple, list[int]] = {}
-        for seed, r in zip(args.seeds, seeds):
+        for r in seeds:
             for protocol, chosen in r["chosen"].items():
                 for method, setting in chosen.items():
-                    used.setdefault((protocol, method, json.dumps(setting)), []).append(seed)
+                    used.setdefault((protocol, method, json.dumps(setting)), []).append(r["seed"])
         for (protocol, method, setting), used_by in used.items():
             out.append(f"- {dataset} {protocol} {method}: `{setting}` (seeds {', '.join(map(str, used_by))})")
     notes = path.with_name(f"{path.stem}_notes.md")
@@ -272,12 +616,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
-    parser.add_argument("--budget", type=int, default=None, help="settings per method (default 4; quick 1)")
-    parser.add_argument("--epochs", type=int, default=None, help="unlearning epochs (default 5; quick 2)")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--budget", type=int, default=None,
+                        help="tuning trials per method (default per data set: synthetic 16, lfw_subset and pins 8; "
+                             "quick 1: no tuning)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="unlearning epochs, fixed (default: tuned among the search space's epochs; quick 2)")
     parser.add_argument("--pretrain_epochs", type=int, default=None)
     parser.add_argument("--tune_seeds", type=int, default=1,
                         help="seeds that tune (each on its own validation draw); the rest reuse the first's choice")
+    parser.add_argument("--fronts", action=argparse.BooleanOptionalAction, default=None,
+                        help="run each method along its strength knob (default: on, off in --quick)")
+    parser.add_argument("--front_points", type=int, default=4, help="settings on each front (default 4)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated class names to run (default: every method the study declares)")
+    parser.add_argument("--audit", default=None, metavar="DIR",
+                        help="an `unlearnkit audit` directory of the synthetic set's sample protocol: its forget "
+                             "scores join the cure_lowest_membership claim")
+    parser.add_argument("--verbose", action="store_true", help="each run's output on the console, not in its output.log")
     parser.add_argument("--out", default="runs/study")
     parser.add_argument("--results", default="docs/results.md")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -285,28 +641,64 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.datasets = args.seeds[:1], ["synthetic"]
-    args.budget = args.budget or (1 if args.quick else 4)
-    args.epochs = args.epochs or (2 if args.quick else 5)
+    args.budget = args.budget or (1 if args.quick else None)
+    args.epochs = args.epochs or (2 if args.quick else None)
     args.pretrain_epochs = args.pretrain_epochs or (8 if args.quick else None)
+    args.fronts = (not args.quick) if args.fronts is None else args.fronts
+    missing = [str(ROOT / p) for d in args.datasets for p in (DATASETS[d].data, DATASETS[d].pretrain)
+               if not (ROOT / p).is_file()]
+    if missing:
+        print(f"error: {missing[0]} does not exist: leave its data set out of --datasets", file=sys.stderr)
+        return 2
+    if args.methods is not None:
+        args.methods = [m for m in args.methods.split(",") if m]
+        known = {m for methods in study_methods().values() for m in methods}
+        unknown = [m for m in args.methods if m not in known]
+        if unknown:
+            print(f"error: --methods names {unknown[0]!r}, which the study does not run: choose among "
+                  f"{', '.join(sorted(known))}", file=sys.stderr)
+            return 2
+    audit = None
+    if args.audit is not None:
+        path = Path(args.audit) / "audit.json"
+        if not path.is_file():
+            print(f"error: --audit {args.audit} has no audit.json: give the --out directory of a finished "
+                  "`unlearnkit audit`", file=sys.stderr)
+            return 2
+        audit = {m: v["forget_score"] for m, v in json.loads(path.read_text())["methods"].items()}
     started = time.perf_counter()
     study = Study(args)
+    for dataset in args.datasets:
+        runs, tuning = study.planned_runs(dataset)
+        print(f"plan {dataset}: {runs} runs for seeds {args.seeds} ({tuning} tuning trials, budget "
+              f"{study.budget(dataset)} per method; fronts {'on, ' + str(args.front_points) + ' settings' if args.fronts else 'off'})"
+              , flush=True)
     all_results = {}
     for dataset in args.datasets:
-        runs = [study.run_seed(dataset, seed) for seed in args.seeds[:args.tune_seeds]]
-        runs += [study.run_seed(dataset, seed, runs[0]["chosen"]) for seed in args.seeds[args.tune_seeds:]]
+        try:
+            runs = [study.run_seed(dataset, seed) for seed in args.seeds[:args.tune_seeds]]
+            runs += [study.run_seed(dataset, seed, runs[0]["chosen"]) for seed in args.seeds[args.tune_seeds:]]
+        except RunFailed as err:
+            print(f"error: {err}; call the study again to resume", file=sys.stderr)
+            return 2
         all_results[dataset] = runs
-    for dataset, seeds in all_results.items():
-        from unlearnkit.report import write_report
+        print(f"{dataset} done: {study.run_minutes().get(dataset, 0.0):.1f} min of runs", flush=True)
+    from unlearnkit.report import write_report
 
-        for seed, r in zip(args.seeds, seeds):
-            write_report([r["original"], *r["runs"].values()], study.out / dataset / f"seed{seed}" / "report")
-    table, keys = summarise(all_results)
-    claim_lines = [line for d in all_results for line in claims(table, d)]
-    minutes = (time.perf_counter() - started) / 60
-    write_results(Path(args.results), table, keys, all_results, claim_lines, study.run_minutes(), args)
+    for dataset, seeds in all_results.items():
+        for r in seeds:
+            for protocol in protocols_of(dataset, args.methods):  # one report per protocol, with its own oracle
+                mine = [p for (q, _), p in r["runs"].items() if q == protocol]
+                write_report([r["original"], *mine], study.out / dataset / f"seed{r['seed']}" / "report" / protocol)
+    collected = collect(all_results)
+    claim_lines = [line for d, seeds in all_results.items()
+                   for line in claims(collected, d, [r["seed"] for r in seeds], audit if d == "synthetic" else None)]
+    write_results(Path(args.results), collected, all_results, claim_lines, study.run_minutes(), args)
     for line in claim_lines:
         print(line)
-    print(f"study finished in {minutes:.1f} min; results in {args.results}")
+    for dataset, minutes in study.run_minutes().items():
+        print(f"wall time of {dataset}'s runs: {minutes:.1f} min")
+    print(f"study finished in {(time.perf_counter() - started) / 60:.1f} min; results in {args.results}")
     return 0
 
 

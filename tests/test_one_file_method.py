@@ -64,7 +64,7 @@ registry = load_all()
 print(json.dumps({"package": unlearnkit.__file__, "registry": list(registry),
                   "alias": registry["push_apart"].__name__, "model": yaml.safe_load(printed.getvalue())["model"],
                   "fit": fit, "demo": demo_plan(), "study_methods": study.study_methods(),
-                  "study_plan": study.study_plan(5), "step_plan": step_overhead.step_plan(64)}))
+                  "study_plan": study.study_plan(epochs=5), "step_plan": step_overhead.step_plan(64)}))
 '''
 
 
@@ -95,9 +95,9 @@ def test_a_new_method_file_reaches_every_tool(tiny_faces, original_ckpt, tmp_pat
     # the study: identity and (as a label-free baseline, on pseudo-labels) sample, tuned on its declared space
     assert seen["study_methods"]["identity"]["PushApart"] is False
     assert seen["study_methods"]["sample"]["PushApart"] is True and "PushApart" not in seen["study_methods"]["quality"]
-    base = {"lr": 1e-3, "push": 1.0, "retain_weight": 0.0}
-    assert seen["study_plan"]["identity"]["PushApart"] == [
-        base, {**base, "lr": 1e-2}, {**base, "lr": 1e-4}, {**base, "push": 3.0}, {**base, "retain_weight": 0.5}]
+    assert seen["study_plan"]["identity"]["PushApart"] == {  # tuned from its defaults, its front along push
+        "pseudo": False, "first": {"lr": 1e-3, "epochs": 5, "push": 1.0, "retain_weight": 0.0},
+        "front": ["push", [1.0, 1.5, 2.0, 3.0]]}
     # the step-overhead benchmark: timed with the whole batch on its one part, on the identity protocol
     assert seen["step_plan"]["PushApart"] == [64, "identity"]
 

@@ -3,7 +3,6 @@ demo's plans come from the methods' declarations and reproduce the tables they k
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -16,33 +15,43 @@ import study  # noqa: E402
 
 from unlearnkit.errors import ConfigError  # noqa: E402
 from unlearnkit.methods import method_defaults, unlearning_methods  # noqa: E402
-from unlearnkit.methods.search_space import Knob, LogUniform, SearchSpace  # noqa: E402
 
 # benchmarks/study.py and unlearnkit/demo.py before issue 14, by hand; now each method declares its part
 OLD_IDENTITY_METHODS = ["Finetune", "GradientAscent", "RandomLabel", "BoundaryShrink", "BoundaryExpand", "Scrub",
                         "BadTeacher", "Dispersion", "HardDispersion"]
 OLD_LABEL_FREE = ["Cure", "GradientAscent", "RandomLabel", "Scrub", "BadTeacher"]
-OLD_MAIN_WEIGHT = {"GradientAscent": ("retain_weight", [0.0, 1.0]), "RandomLabel": ("retain_weight", [0.0, 1.0]),
-                   "Dispersion": ("retain_weight", [0.0, 1.0]), "HardDispersion": ("retain_weight", [0.0, 1.0]),
-                   "Scrub": ("forget_weight", [1.0, 2.0]), "BadTeacher": ("temperature", [1.0, 4.0]),
-                   "Cure": ("lambda_cos", [1.0, 2.0]), "BoundaryShrink": ("epsilon", [0.1, 0.2]),
-                   "Finetune": ("weight_decay", [0.0005, 0.0]), "BoundaryExpand": ("weight_decay", [0.0, 0.0005])}
 OLD_DEMO_OPTIONS = {"BoundaryShrink": ["--model.lr", "1e-4"], "BoundaryExpand": ["--model.lr", "1e-4"]}
 
 
-def test_study_plan_is_the_declared_one_and_keeps_the_old_tables():
-    methods, plan = study.study_methods(), study.study_plan(4)
-    assert sorted(methods["identity"]) == sorted(OLD_IDENTITY_METHODS) and not any(methods["identity"].values())
-    # the old rule: every label-free run but CURE's on pseudo-labels
-    assert methods["sample"] == {name: name != "Cure" for name in methods["sample"]}
-    assert sorted(methods["sample"]) == sorted(OLD_LABEL_FREE) and methods["quality"] == {"Cure": False}
-    for protocol, settings in plan.items():
-        assert list(settings) == list(methods[protocol])
-        for method, grid in settings.items():
-            lr, (name, values) = method_defaults(unlearning_methods()[method])["lr"], OLD_MAIN_WEIGHT[method]
-            assert grid == [{"lr": lr, name: values[0]}, {"lr": lr * 10, name: values[0]},
-                            {"lr": lr / 10, name: values[0]}, {"lr": lr, name: values[1]}], (protocol, method)
-    assert all(len(grid) == 1 for grid in study.study_plan(1)["identity"].values())
+def test_study_plan_is_the_declared_one():
+    methods, plan = study.study_methods(), study.study_plan(epochs=2)
+    assert set(OLD_IDENTITY_METHODS) <= set(methods["identity"]) and not any(methods["identity"].values())
+    # the old rule: every label-free run but the label-free methods' own on pseudo-labels
+    assert set(OLD_LABEL_FREE) <= set(methods["sample"])
+    assert methods["quality"] == methods["quality_known"] == {m: False for m, p in methods["sample"].items() if not p}
+    assert "Cure" in methods["quality"]
+    for protocol, runs in plan.items():
+        assert list(runs) == list(methods[protocol])
+        for method, entry in runs.items():
+            cls = unlearning_methods()[method]
+            assert entry["first"] == cls.tuning.default_setting(method_defaults(cls)) | {"epochs": 2}
+            knob, values = entry["front"]
+            assert knob == (cls.tuning.strength.name if cls.tuning.strength else "lr") and len(values) >= 2
+    # dispersion's front: its declared retain weights; --methods keeps a subset, protocols without one drop out
+    assert plan["identity"]["Dispersion"]["front"] == ("retain_weight", [0.0, 1.0, 10.0, 30.0])
+    assert study.protocols_of("synthetic", ["Dispersion"]) == ["identity"]
+    assert study.protocols_of("lfw_subset") == ["identity", "sample", "quality"]  # no known quality there
+
+
+def test_front_settings_fill_the_knob_and_keep_the_chosen_setting():
+    assert study.spread([0.0, 1.0], 4) == [0.0, 0.25, 0.5, 1.0]
+    assert study.spread([1e-3, 1e-1], 3, log=True) == pytest.approx([1e-3, 1e-2, 1e-1])
+    assert study.spread([0.1, 0.2, 0.3], 2) == [0.1, 0.2, 0.3]  # never fewer than declared
+    chosen = {"lr": 0.003, "epochs": 8, "lambda_cos": 1.7}  # a tuned value off the declared ones joins the front
+    knob, front = study.front_settings("Cure", chosen, 3)
+    assert knob == "lambda_cos" and [s["lambda_cos"] for s in front] == [1.0, 1.5, 1.7, 2.0]
+    assert all(s["lr"] == 0.003 and s["epochs"] == 8 for s in front) and chosen in front
+    assert study.setting_key({"a": 1, "b": 2}) == study.setting_key({"b": 2, "a": 1})
 
 
 def test_demo_plan_is_the_declared_one_and_keeps_the_old_runs():
@@ -50,46 +59,99 @@ def test_demo_plan_is_the_declared_one_and_keeps_the_old_runs():
 
     plan = demo_plan()
     assert [name for name, _ in plan["identity"]] == list(unlearning_methods())
-    for name, args in plan["identity"]:
+    for name, args in (run for run in plan["identity"] if run[0] in OLD_IDENTITY_METHODS):
         expected = OLD_DEMO_OPTIONS.get(name, [])
         assert args[::2] == expected[::2] and [float(v) for v in args[1::2]] == [float(v) for v in expected[1::2]]
-    assert sorted(name for name, _ in plan["sample"]) == sorted(OLD_LABEL_FREE)
-    assert all(args == ([] if name == "Cure" else ["--model.labels", "pseudo"]) for name, args in plan["sample"])
+    assert set(OLD_LABEL_FREE) <= {name for name, _ in plan["sample"]}
+    assert all(args == ([] if name == "Cure" else ["--model.labels", "pseudo"])
+               for name, args in plan["sample"] if name in OLD_LABEL_FREE)
     assert demo_plan("Dispersion") == {"identity": [("Dispersion", [])]}
     with pytest.raises(ConfigError, match="unknown method 'dispersion' in --methods"):
         demo_plan("dispersion")  # one public name: the class name
 
 
-def test_search_space_goes_on_with_learning_rates_in_between_and_checks_its_knobs():
-    space = SearchSpace(lr=LogUniform(decades=2), strength=None, weights=(Knob("alpha", (1.0, 2.0)),))
-    grid = space.settings({"lr": 0.01, "alpha": 1.0}, 6)
-    assert [g["lr"] for g in grid] == pytest.approx([0.01, 1.0, 1e-4, 0.01, 1e-3, 0.1])
-    assert [g["alpha"] for g in grid] == [1.0, 1.0, 1.0, 2.0, 1.0, 1.0]
-    assert len(SearchSpace(lr=LogUniform(1e-3, 1e-3), strength=None).settings({"lr": 1e-3}, 4)) == 1
-    # a range starting at the default: the default, the top, then the midpoint
-    lrs = [g["lr"] for g in SearchSpace(lr=LogUniform(1e-3, 1e-1), strength=None).settings({"lr": 1e-3}, 3)]
-    assert lrs == pytest.approx([1e-3, 1e-1, 1e-2])
-    assert all(math.isfinite(g["lr"]) for g in SearchSpace().settings({"lr": 1.0}, 20))
-    with pytest.raises(ConfigError, match="Toy.tuning names 'alpha', which Toy does not take"):
-        space.check("Toy", {"lr": 0.01, "beta": 1.0})
-CLAIMS = ["dispersion_lowest_forget", "r1_outlives_map", "cure_best_label_free_ues", "cure_lowest_membership",
+def run(seed: int, forget: float, retain: float, **extra) -> dict:
+    """The metrics of one unlearning run as the study reads them (θ0: forget mAP 0.9, retain mAP 0.9)."""
+    return {"forget/mAP": forget, "forget/R@1": forget, "forget/CS": forget, "retain/mAP": retain,
+            "original/forget/mAP": 0.9, "original/forget/R@1": 0.9, "original/forget/CS": 0.9,
+            "original/retain/mAP": 0.9, **extra}
+
+
+def collected(disp_forget: list[float], gaps: dict[str, list[float]]) -> study.Collected:
+    """Per seed: both dispersions' forget values as given, the baselines' at 0.6 (all within the retain bound);
+    the sample protocol's gaps to the oracle per method (each of GAP_KEYS at that value)."""
+    out = study.Collected()
+    seeds = range(len(disp_forget))
+    for method in ("Dispersion", "HardDispersion", "RandomLabel", "GradientAscent", "BoundaryShrink"):
+        values = disp_forget if "Dispersion" in method else [0.6] * len(disp_forget)
+        out.values[("synthetic", "identity", method)] = {s: run(s, values[s], 0.89) for s in seeds}
+    out.values[("synthetic", "identity", "Original")] = {s: {"forget/mAP": 0.9, "forget/R@1": 0.9} for s in seeds}
+    for method, values in gaps.items():
+        out.values[("synthetic", "sample", method)] = {
+            s: study.with_derived({**{k: values[s] for k in study.GAP_KEYS}, "UES": 0.5}) for s in seeds}
+    return out
+
+
+def verdicts(lines: list[str]) -> dict[str, str]:
+    return {line.split()[1]: line.split()[2] for line in lines}
+
+
+def test_claims_are_judged_on_paired_seeds():
+    gaps = {"Cure": [0.05, 0.06, 0.04], "GradientAscent": [0.30, 0.25, 0.35], "RandomLabel": [0.2, 0.3, 0.25]}
+    judged = verdicts(study.claims(collected([0.2, 0.25, 0.22], gaps), "synthetic", [0, 1, 2]))
+    assert judged["dispersion_lowest_forget"] == "holds" and judged["cure_best_label_free"] == "holds"
+    # one seed where dispersion forgets less than a baseline: no longer a result either way
+    judged = verdicts(study.claims(collected([0.2, 0.65, 0.22], {**gaps, "RandomLabel": [0.2, 0.03, 0.25]}),
+                                   "synthetic", [0, 1, 2]))
+    assert judged["dispersion_lowest_forget"] == "inconclusive" and judged["cure_best_label_free"] == "inconclusive"
+    judged = verdicts(study.claims(collected([0.7, 0.75, 0.72], {**gaps, "Cure": [0.5, 0.6, 0.55]}),
+                                   "synthetic", [0, 1, 2]))
+    assert judged["dispersion_lowest_forget"] == "fails" and judged["cure_best_label_free"] == "fails"
+    # one seed decides nothing; no unseen-people pairs: the quality claim says so
+    lines = study.claims(collected([0.2], {m: v[:1] for m, v in gaps.items()}), "synthetic", [0])
+    assert set(verdicts(lines).values()) == {"inconclusive"}
+    assert "no verification pairs of unseen people" in lines[-1]
+
+
+def test_front_headline_reads_forget_map_at_two_points_of_retain_drop():
+    # θ0 (drop 0, forget 0.9), then drops 0.01 and 0.05: at 0.02 the segment between them gives 0.7 − 0.15
+    points = [run(0, 0.7, 0.89), run(0, 0.1, 0.85)]
+    assert study.front_headline(points) == pytest.approx(0.55)
+    assert study.front_headline([run(0, 0.1, 0.5)]) == pytest.approx(0.9 - 0.8 * 0.02 / 0.4)  # from θ0
+    assert study.front_headline([run(0, 0.5, 0.9)], "forget/CS") == pytest.approx(0.5)  # no retain drop at all
+
+
+CLAIMS = ["dispersion_lowest_forget", "r1_outlives_map", "cure_best_label_free", "cure_lowest_membership",
           "quality_forgetting_helps"]
 
 
 @pytest.mark.slow
-def test_study_quick_writes_claims_and_results(tmp_path):
+def test_study_quick_tunes_runs_fronts_and_writes_claims(tmp_path):
+    """--quick on a tiny set with two Optuna trials per method (the validation oracles of the sample and quality
+    protocols included) and two-point fronts, for a subset of the methods."""
     tiny = ["data.root=" + str(tmp_path / "faces"), "data.num_identities=10", "data.images_per_identity=8",
-            "data.image_size=32", "model.image_size=32", "model.embedding_size=32", "data.forget=3", "data.heldout_per_identity=2", "data.pk_identities=3",
+            "data.image_size=32", "model.image_size=32", "model.embedding_size=32", "data.forget=3",
+            "data.heldout_per_identity=2", "data.pk_identities=3", "data.unseen_identities=2",
             "data.eval_batch_size=128", "trainer.limit_train_batches=2"]
     results = tmp_path / "results.md"
     cmd = [sys.executable, str(ROOT / "benchmarks/study.py"), "--quick", "--budget", "2", "--epochs", "1",
-           "--pretrain_epochs", "1", "--out", str(tmp_path / "study"), "--results", str(results)]
+           "--pretrain_epochs", "1", "--fronts", "--front_points", "2", "--methods", "Dispersion,RandomLabel,Cure",
+           "--out", str(tmp_path / "study"), "--results", str(results)]
     cmd += [x for item in tiny for x in ("--set", item)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("claim ")]
     assert [line.split()[1] for line in lines] == CLAIMS
-    assert all(line.split()[2] in ("holds", "fails") for line in lines)
+    assert all(line.split()[2] == "inconclusive" for line in lines)  # one seed decides nothing
     text = results.read_text()
-    assert "## Claims" in text and "identity protocol" in text and "Chosen settings" in text
-    assert (tmp_path / "results" / "synthetic.png").stat().st_size > 0
+    assert "## Claims" in text and "identity protocol" in text and "quality_known protocol" in text
+    assert "**θ0**" in text and "**oracle**" in text and "↳ noise at Dispersion's drift" in text
+    assert "Chosen settings" in text and "retain mAP drop of 0.02" in text
+    assert (tmp_path / "results" / "synthetic-fronts.png").stat().st_size > 0
+    study_dir = tmp_path / "study" / "synthetic" / "seed0"
+    assert (study_dir / "tune" / "sample" / "Cure" / "tuning.json").is_file()  # Optuna, on the validation draw
+    assert (study_dir / "sample-validation-oracle" / "metrics.json").is_file()
+    assert "plan synthetic:" in proc.stdout and "wall time of synthetic's runs" in proc.stdout
+    # a second call finds every run finished and only collects
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert again.returncode == 0 and ": cached" in again.stdout and " s\n" not in again.stdout.split("plan")[-1]

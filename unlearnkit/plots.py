@@ -125,3 +125,35 @@ def save_tradeoff(points: list[dict], path: str | Path):
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
     return save_figure(fig, path)
+
+
+def save_fronts(curves: list[dict], references: list[dict], path: str | Path):
+    """Trade-off fronts: forget mAP (x) vs retain mAP (y), one panel per protocol, one line per method through the
+    mean over seeds of each of its settings (in knob order), with a band of ± one standard deviation of retain mAP
+    and error bars of forget mAP over the seeds.
+
+    ``curves``: {panel, label, forget, retain}, ``forget`` / ``retain`` one row per seed, one column per setting;
+    ``references``: {panel, label, kind (``original`` or ``oracle``), forget, retain}, one value per seed, drawn
+    at their mean."""
+    panels = sorted({c["panel"] for c in [*curves, *references]}) or [""]
+    fig, axes = _figure(len(panels), width=5.0, height=4.5)
+    style = {"original": dict(marker="s", c="black", s=60), "oracle": dict(marker="*", c="#2ca02c", s=160)}
+    colours = {label: f"C{k % 10}" for k, label in enumerate(dict.fromkeys(c["label"] for c in curves))}
+    for ax, panel in zip(axes, panels):
+        for curve in (c for c in curves if c["panel"] == panel):
+            forget, retain = np.asarray(curve["forget"], dtype=float), np.asarray(curve["retain"], dtype=float)
+            fx, fy = np.nanmean(forget, axis=0), np.nanmean(retain, axis=0)
+            sx, sy = np.nanstd(forget, axis=0), np.nanstd(retain, axis=0)
+            colour = colours[curve["label"]]
+            ax.errorbar(fx, fy, xerr=sx, fmt="o-", ms=3, lw=1, capsize=2, c=colour, label=curve["label"])
+            order = np.argsort(fx)
+            ax.fill_between(fx[order], (fy - sy)[order], (fy + sy)[order], color=colour, alpha=0.15, lw=0)
+        for ref in (r for r in references if r["panel"] == panel):
+            ax.scatter([np.nanmean(ref["forget"])], [np.nanmean(ref["retain"])], label=ref["label"],
+                       zorder=3, **style[ref["kind"]])
+        ax.set_title(f"protocol: {panel}" if panel else "trade-off fronts")
+        ax.set_xlabel("forget mAP (lower = more forgotten)")
+        ax.set_ylabel("retain mAP (higher = more kept)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=7)
+    return save_figure(fig, path)
