@@ -156,13 +156,13 @@ def test_tune_resumes_without_rerunning_completed_trials(tmp_path):
     assert calls == []  # a finished tuning runs nothing
 
 
-def write_configs(tmp_path, faces):
+def write_configs(tmp_path, faces, mia=False):
     data = {"class_path": "unlearnkit.data.datamodule.FaceDataModule",
             "init_args": {"root": str(faces), "image_size": 32, "protocol": "identity", "forget": 3,
                           "heldout_per_identity": 2, "batch_size": 16, "pk_identities": 3, "pk_images": 4}}
     trainer = {"accelerator": "cpu", "devices": 1, "max_epochs": 5,
                "callbacks": [{"class_path": "unlearnkit.callbacks.evaluation.FaceEvaluation",
-                              "init_args": {"mia": False}}]}
+                              "init_args": {"mia": mia}}]}
     method = {"class_path": "unlearnkit.methods.dispersion.Dispersion", "init_args": {}}
     for name, value in (("data", data), ("trainer", trainer), ("method", method)):
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(value))
@@ -213,9 +213,28 @@ def test_unlearnkit_tune_refuses_bad_input_with_one_line(tiny_faces, original_ck
              (["--method", "Cure", *theta0, "--data.protocol", "sample"], "give --oracle"),
              (["--method", "Cure", *theta0, "--data.forget_seed", "3"], "use --forget-seed"),
              (["--method", "Cure", "--epochs", "0", *theta0], "epochs"),
+             (["--method", "Cure", *theta0, "--model.no_such_option", "1"], "not accepted (see --help) (its output"),
              (["--method", "Cure", "--", "--model.original", str(tmp_path / "none.ckpt")], "not found")]
     for args, message in cases:
         assert main([*base, *args]) == 2, args
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and message in err[0], (args, err)
-    assert not (tmp_path / "t").exists()
+
+
+def test_unlearnkit_tune_sample_protocol_reads_the_oracle_gap(tiny_faces, original_ckpt, tmp_path, monkeypatch,
+                                                              capsys):
+    """The sample protocol's objective (auto: oracle_gap) finds its metrics in real runs' metrics.json; θ0 stands in
+    for the oracle, so θ0's own setting would score 0."""
+    from unlearnkit.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["unlearnkit"])
+    config = write_configs(tmp_path, tiny_faces, mia=True)
+    out = tmp_path / "tune"
+    assert main(["tune", "--config", str(config), "--method", "Cure", "--trials", "1", "--epochs", "1",
+                 "--oracle", str(original_ckpt), "--out", str(out), "--", "--model.original", str(original_ckpt),
+                 "--model.min_steps", "2", "--data.protocol", "sample", "--data.forget", "0.2"]) == 0
+    saved = json.loads((out / "tuning.json").read_text())
+    metrics = saved["trials"][0]["metrics"]
+    assert saved["objective"] == "oracle_gap" and saved["best_value"] == pytest.approx(oracle_gap_objective(metrics))
+    assert all(f"oracle/{k}" in metrics for k in GAP_METRICS) and 0 < saved["best_value"] < 1
+    assert "oracle_gap" in capsys.readouterr().out

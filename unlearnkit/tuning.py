@@ -21,6 +21,7 @@ the database. ``unlearnkit tune`` (``main``) runs each trial as an ordinary ``fi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -348,8 +349,9 @@ class TuneCommand:
                 "--wandb", "false", "--trainer.enable_progress_bar", "false",
                 "--trainer.enable_model_summary", "false", "--run_dir", str(run_dir)]
         log = run_dir / "output.log"
-        try:
-            with output_to(log):
+        try:  # file descriptors and Python's streams both (these differ where the caller captures them, e.g. pytest)
+            with output_to(log), open(log, "a", buffering=1, encoding="utf-8") as text, \
+                    contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
                 return cli(args)
         except SystemExit as err:
             lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("error:")]
