@@ -196,7 +196,7 @@ def _space_and_defaults(method: str):
     return cls.tuning, defaults
 
 
-def _restart_unfinished(study) -> int:
+def requeue_unfinished(study) -> int:
     """Trials a stopped tuning left running are marked failed, and every failed trial's setting is queued again
     (once) so it is re-run; returns how many were queued."""
     from optuna.trial import TrialState
@@ -204,7 +204,9 @@ def _restart_unfinished(study) -> int:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)  # this process is the only one tuning this study
     trials = study.get_trials(deepcopy=False)
-    pending = [t.params for t in trials if t.state in (TrialState.COMPLETE, TrialState.WAITING)]
+    # a queued trial has no params yet, only the ones it was queued with
+    pending = [t.params for t in trials if t.state == TrialState.COMPLETE]
+    pending += [t.system_attrs.get("fixed_params", {}) for t in trials if t.state == TrialState.WAITING]
     queued = 0
     for trial in trials:
         if trial.state == TrialState.FAIL and trial.params and trial.params not in pending:
@@ -242,7 +244,7 @@ def tune(method: str, run_trial: Callable[[dict], Mapping[str, float]], protocol
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, budget // 3), multivariate=True)
     study = optuna.create_study(study_name=f"{method}-{protocol}-{chosen.name}", storage=f"sqlite:///{storage}",
                                 sampler=sampler, direction="minimize", load_if_exists=True)
-    queued = _restart_unfinished(study)
+    queued = requeue_unfinished(study)
     say = progress or (lambda line: None)
     if not study.trials:
         study.enqueue_trial(space.default_setting(defaults))  # the method as configured is the first trial
