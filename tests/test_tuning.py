@@ -218,6 +218,7 @@ def test_unlearnkit_tune_refuses_bad_input_with_one_line(tiny_faces, original_ck
              (["--method", "Cure", "--epochs", "0", *theta0], "epochs"),
              (["--method", "Cure", *theta0, "--model.no_such_option", "1"], "not accepted (see --help) (its output"),
              (["--method", "Cure", "--", "--model.original", str(tmp_path / "none.ckpt")], "not found")]
+    cases.append((["--method", "Cure", "--config", str(tmp_path / "none.yaml"), *theta0], "no such file"))
     for args, message in cases:
         assert main([*base, *args]) == 2, args
         err = capsys.readouterr().err.strip().splitlines()

@@ -305,6 +305,9 @@ class TuneCommand:
                                 ("--run_dir", "--out")):
             if any(a == option or a.startswith(option + "=") for a in args.extra):
                 raise ConfigError(f"{option} after --: tuning sets it for every trial; use {instead} instead")
+        if not Path(args.config).is_file():
+            raise ConfigError(f"--config {args.config}: no such file; give an unlearning experiment config "
+                              f"(configs/experiment/)")
         trainer = _experiment(args.config)["trainer"]
         if not isinstance(trainer, str):
             raise ConfigError(f"{args.config}: tuning needs the trainer as a path to a trainer config, not inline")
