@@ -121,6 +121,7 @@ def test_tune_finds_the_optimum_is_seeded_and_writes_tuning_json(tmp_path):
     assert abs(math.log10(result.best["lr"]) - OPTIMUM) < 0.25 and result.best["retain_weight"] == 1.0
     assert result.best_value == min(t.value for t in result.trials)
     saved = json.loads((tmp_path / "a" / "tuning.json").read_text())
+    assert saved["space"] == {"lr": [1e-5, 1e-1], "epochs": [3], "retain_weight": [0.0, 1.0]}
     assert saved["best"] == result.best and len(saved["trials"]) == 16 and saved["trials"][3]["metrics"]["UES"] < 1
     again = run_tune(tmp_path / "b", quadratic_run)
     assert [t.setting for t in again.trials] == [t.setting for t in result.trials]
@@ -157,6 +158,10 @@ def test_tune_resumes_without_rerunning_completed_trials(tmp_path):
     calls.clear()
     assert len(run_tune(tmp_path, lambda s: calls.append(s) or quadratic_run(s), budget=8).trials) == 8
     assert calls == []  # a finished tuning runs nothing
+    wider = SearchSpace(lr=LogUniform(1e-6, 1e-1), strength=SPACE.strength, epochs=SPACE.epochs)
+    with pytest.raises(ConfigError, match="searched another space"):
+        tune("Toy", quadratic_run, "identity", budget=9, storage=tmp_path / "optuna.db", objective="ues",
+             space=wider, defaults=DEFAULTS, progress=None)
 
 
 def write_configs(tmp_path, faces, mia=False):

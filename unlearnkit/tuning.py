@@ -163,6 +163,7 @@ class TuneResult:
     budget: int
     seed: int
     storage: str
+    space: dict
     best: dict
     best_value: float
     best_trial: int
@@ -244,6 +245,11 @@ def tune(method: str, run_trial: Callable[[dict], Mapping[str, float]], protocol
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, budget // 3), multivariate=True)
     study = optuna.create_study(study_name=f"{method}-{protocol}-{chosen.name}", storage=f"sqlite:///{storage}",
                                 sampler=sampler, direction="minimize", load_if_exists=True)
+    searched = space.describe(defaults)
+    if study.user_attrs.get("space", searched) != searched:
+        raise ConfigError(f"the tuning in {storage} searched another space ({study.user_attrs['space']}, now "
+                          f"{searched}): resume it with the same options, or tune into another directory")
+    study.set_user_attr("space", searched)
     queued = requeue_unfinished(study)
     say = progress or (lambda line: None)
     if not study.trials:
@@ -258,8 +264,8 @@ def tune(method: str, run_trial: Callable[[dict], Mapping[str, float]], protocol
     def result() -> TuneResult:
         trials = [TrialRecord(t.number, t.user_attrs["setting"], t.value, t.user_attrs["metrics"]) for t in completed()]
         best = min(trials, key=lambda t: (t.value, t.number))
-        out = TuneResult(method, protocol, chosen.name, budget, seed, str(storage), best.setting, best.value,
-                         best.number, trials)
+        out = TuneResult(method, protocol, chosen.name, budget, seed, str(storage), searched, best.setting,
+                         best.value, best.number, trials)
         write_json(storage.parent / "tuning.json", out.to_dict())
         return out
 

@@ -142,6 +142,12 @@ class SearchSpace:
         setting.update({k.name: k.suggest(trial) for k in self.knobs})
         return setting
 
+    def describe(self, defaults: Mapping[str, object]) -> dict:
+        """The space as searched from ``defaults`` (JSON-able): lr bounds, epochs, each knob's values or range."""
+        knobs = {k.name: ({"low": k.low, "high": k.high, "log": k.log} if isinstance(k, Range) else list(k.values))
+                 for k in self.knobs}
+        return {"lr": list(self.lr.bounds(float(defaults["lr"]))), "epochs": list(self.epochs), **knobs}
+
     def default_setting(self, defaults: Mapping[str, object]) -> dict:
         """The method as it is configured (its lr brought inside the bounds, the first epochs, each knob's own
         value): the first trial of every tuning, so the chosen setting is never worse than the defaults."""
