@@ -3,9 +3,8 @@
 ``SearchSpace.suggest`` draws one setting from an Optuna trial (``unlearnkit.tuning``: the same TPE budget for
 every method): the learning rate log-uniform over its range (by default two decades below the method's default
 and one above: three decades), the epochs, the strength knob and the other loss weights (categorical, or float
-ranges where a method declares a ``Range``). ``SearchSpace.settings`` is the older fixed-order grid (its defaults,
-the learning rate at the top and the bottom of its range, each other value of its knobs, then learning rates
-halfway on the log scale between those already tried), kept for callers that walk a grid.
+ranges where a method declares a ``Range``); ``default_setting`` is the method as configured, the first trial.
+The study's trade-off fronts walk a knob's ``values`` (a range's ends) or ``LogUniform.values``.
 """
 
 from __future__ import annotations
@@ -66,8 +65,8 @@ class LogUniform:
 
 @dataclass(frozen=True)
 class Knob:
-    """One option of the method and the values tuning tries (categorical), the first in every grid setting unless it
-    varies."""
+    """One option of the method and the values tuning tries (categorical); the first stands for the method's own
+    value where that is not among them."""
 
     name: str
     values: tuple[float, ...]
@@ -87,8 +86,7 @@ class Knob:
 
 @dataclass(frozen=True)
 class Range:
-    """An option searched over the interval [low, high] (on a log scale with ``log``); the fixed-order grid
-    (``SearchSpace.settings``) tries its ends, ``low`` first."""
+    """An option searched over the interval [low, high] (on a log scale with ``log``); ``values``: its ends."""
 
     name: str
     low: float
@@ -161,17 +159,6 @@ class SearchSpace:
         if missing:
             raise ConfigError(f"{method}.tuning names {missing[0]!r}, which {method} does not take: tune one of its "
                               f"options ({', '.join(sorted(options))})")
-
-    def settings(self, defaults: Mapping[str, object], budget: int) -> list[dict]:
-        """``budget`` settings (option → value) in the study's fixed order; ``defaults``: the method's defaults."""
-        lr = float(defaults["lr"])
-        base = {"lr": lr, **{k.name: k.values[0] for k in self.knobs}}
-        rates = self.lr.values(lr, 3)
-        grid = [{**base, "lr": v} for v in rates]
-        grid += [{**base, k.name: v} for k in self.knobs for v in k.values[1:]]
-        if len(grid) < budget:  # more learning rates: log-midpoints of those already in the grid
-            grid += [{**base, "lr": v} for v in self.lr.values(lr, len(rates) + budget - len(grid))[len(rates):]]
-        return grid[:budget]
 
 
 def _unique(values: list[float]) -> list[float]:
