@@ -209,6 +209,9 @@ def test_unlearnkit_tune_end_to_end_and_resumed(tiny_faces, original_ckpt, tmp_p
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("resuming") and "2 of 3" in line for line in lines)
     assert len([line for line in lines if line.startswith("trial ")]) == 1
+    # the same directory with another θ0 or draw is refused (its trial runs would be taken for this tuning's)
+    assert main([*argv[:-2], "--data.forget", "4"]) == 2
+    assert "holds a tuning started with other options" in capsys.readouterr().err
 
 
 def test_unlearnkit_tune_refuses_bad_input_with_one_line(tiny_faces, original_ckpt, tmp_path, monkeypatch, capsys):

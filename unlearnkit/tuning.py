@@ -374,7 +374,20 @@ class TuneCommand:
         return shlex.join(["unlearnkit", "fit", "--config", self.args.config, *self.model, *self.args.extra,
                            *trial_arguments(setting, evaluate_once=False)])
 
+    def check_same_tuning(self) -> None:
+        """A tuning directory is resumed only with the options it was started with: its trial runs are reused by
+        setting, so runs of another θ0, draw or oracle must not be taken for this tuning's."""
+        a = self.args
+        options = {"config": a.config, "method": a.method, "objective": self.objective.name, "oracle": a.oracle,
+                   "forget_seed": a.forget_seed, "extra": a.extra}
+        path = self.out / "tune_options.json"
+        if path.is_file() and json.loads(path.read_text()) != options:
+            raise ConfigError(f"{self.out} holds a tuning started with other options ({path}): resume it with the "
+                              f"same ones, or give another --out")
+        write_json(path, options)
+
     def run(self) -> TuneResult:
+        self.check_same_tuning()
         self.trainer_path = self.trainer()
         print(f"tuning {self.args.method} ({self.protocol} protocol, objective {self.objective.name}, "
               f"{self.args.trials} trials, forget draw {self.args.forget_seed}) in {self.out}", flush=True)
