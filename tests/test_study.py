@@ -3,6 +3,8 @@ demo's plans come from the methods' declarations and reproduce the tables they k
 
 from __future__ import annotations
 
+import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -125,33 +127,102 @@ CLAIMS = ["dispersion_lowest_forget", "r1_outlives_map", "cure_best_label_free",
           "quality_forgetting_helps"]
 
 
+class StandInCli:
+    """Stands in for ``demo.cli``: writes a finished run's files with metrics drawn from its arguments (seeded), and
+    records the runs it made; a finished run is read back, as the real one does."""
+
+    def __init__(self) -> None:
+        self.made: list[list[str]] = []
+
+    def __call__(self, args: list[str]) -> dict:
+        run_dir = Path(args[args.index("--run_dir") + 1])
+        if (run_dir / "metrics.json").is_file():
+            return json.loads((run_dir / "metrics.json").read_text())["metrics"]
+        self.made.append(args)
+        rng = random.Random(" ".join(args))
+        value = lambda: rng.uniform(0.1, 0.9)  # noqa: E731
+        base = {"forget/mAP": value(), "forget/R@1": value(), "forget/CS": value(), "retain/mAP": rng.uniform(0.85, 0.9),
+                "retain_heldout/mAP": value(), "memorisation/mAP": value(), "mia/forget_auc": value(), "UES": value(),
+                "verify/heldout/unseen/acc": value(), "cost/wall_seconds": 10.0}
+        metrics = {**base, **{f"original/{k}": 0.9 for k in base}, **{f"oracle/{k}": 0.8 for k in base},
+                   **{f"oracle_gap/{k}": value() for k in base}, **{f"noise/{k}": v for k, v in base.items()}}
+        protocol = args[args.index("--data.protocol") + 1] if "--data.protocol" in args else "identity"
+        model = args[args.index("--model") + 1] if "--model" in args else "Pretrain"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.json").write_text(json.dumps({"model": model, "metrics": metrics}))
+        (run_dir / "evaluation.json").write_text(json.dumps({"settings": {"protocol": protocol}}))
+        return metrics
+
+
+def test_study_tunes_on_the_validation_draw_runs_fronts_and_resumes(tmp_path, monkeypatch, capsys):
+    """The study's plan, with a stand-in for the runs: two Optuna trials per method on the validation forget draw
+    (the sample and quality protocols against their validation oracle), the chosen setting on the evaluation
+    split with its oracle, fronts along the strength knob, the results page; a second call makes no run."""
+    fake = StandInCli()
+    monkeypatch.setattr(study, "cli", fake)
+    argv = ["--budget", "2", "--seeds", "0", "1", "--datasets", "synthetic", "--methods", "Dispersion,RandomLabel,Cure",
+            "--epochs", "1", "--out", str(tmp_path / "study"), "--results", str(tmp_path / "results.md"), "--verbose"]
+    assert study.main(argv) == 0
+    out = capsys.readouterr().out
+    base = tmp_path / "study" / "synthetic" / "seed0"
+    trials = [a for a in fake.made if "/tune/" in a[a.index("--run_dir") + 1]]
+    methods = study.study_methods(["Dispersion", "RandomLabel", "Cure"])
+    assert len(trials) == 2 * sum(map(len, methods.values()))  # budget 2 for each method of each protocol
+    assert all(a[a.index("--data.forget_seed") + 1] == "1" for a in trials)  # never the evaluation split
+    assert "sample-validation-oracle" in (base / "trainer-tune-sample.yaml").read_text()
+    assert "oracle" not in (base / "trainer-tune-identity.yaml").read_text()  # identity objective: no oracle
+    validation_oracle = next(a for a in fake.made if a[a.index("--run_dir") + 1].endswith("sample-validation-oracle"))
+    assert "Retrain" in validation_oracle and "1" == validation_oracle[validation_oracle.index("--data.forget_seed") + 1]
+    assert validation_oracle[validation_oracle.index("--data.split_manifest") + 1].endswith(
+        "split/sample-validation/split.csv")
+    tuning = json.loads((base / "tune" / "sample" / "Cure" / "tuning.json").read_text())
+    assert tuning["objective"] == "oracle_gap" and len(tuning["trials"]) == 2
+    evaluation = next(a for a in fake.made if a[a.index("--run_dir") + 1] == str(base / "sample-Cure"))
+    assert "--data.forget_seed" not in evaluation and "split/sample/split.csv" in " ".join(evaluation)
+    assert evaluation[evaluation.index("--model.lambda_cos") + 1] == str(tuning["best"]["lambda_cos"])
+    # seed 1 reuses seed 0's choice: no tuning runs there; every run of a front on the evaluation split
+    assert not (tmp_path / "study" / "synthetic" / "seed1" / "tune").exists()
+    fronts = [a for a in fake.made if "/front/identity-Dispersion-" in a[a.index("--run_dir") + 1]]
+    weights = {float(a[a.index("--model.retain_weight") + 1]) for a in fronts} | {0.0, 1.0, 10.0, 30.0}
+    assert len(fronts) >= 2 * 3 and weights == {0.0, 1.0, 10.0, 30.0}  # 3 more per seed: the knob's other values
+    assert (tmp_path / "results" / "synthetic-fronts.png").stat().st_size > 0
+    text = (tmp_path / "results.md").read_text()
+    assert "quality_known protocol" in text and "↳ noise at Cure's drift" in text and "**oracle**" in text
+    assert "read off each front" in text and "(seeds 0, 1)" in text
+    assert "plan synthetic:" in out and "wall time of synthetic's runs" in out
+    lines = [line for line in out.splitlines() if line.startswith("claim ")]
+    assert [line.split()[1] for line in lines] == CLAIMS
+    assert all(line.split()[2] in ("holds", "fails", "inconclusive") for line in lines)
+    made = len(fake.made)
+    assert study.main(argv) == 0 and len(fake.made) == made  # resumed: every run (and trial) was finished
+
+
+def test_study_refuses_unknown_methods_and_a_missing_audit(tmp_path, capsys):
+    assert study.main(["--methods", "Dispersion,Nope", "--out", str(tmp_path)]) == 2
+    assert "--methods names 'Nope', which the study does not run" in capsys.readouterr().err
+    assert study.main(["--audit", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "has no audit.json" in capsys.readouterr().err
+
+
 @pytest.mark.slow
-def test_study_quick_tunes_runs_fronts_and_writes_claims(tmp_path):
-    """--quick on a tiny set with two Optuna trials per method (the validation oracles of the sample and quality
-    protocols included) and two-point fronts, for a subset of the methods."""
+def test_study_quick_runs_end_to_end(tmp_path):
+    """--quick on a tiny set, for a subset of the methods: every protocol (the quality protocol with the built-in
+    and the known quality, each with its oracle), the claims and the results page."""
     tiny = ["data.root=" + str(tmp_path / "faces"), "data.num_identities=10", "data.images_per_identity=8",
             "data.image_size=32", "model.image_size=32", "model.embedding_size=32", "data.forget=3",
             "data.heldout_per_identity=2", "data.pk_identities=3", "data.unseen_identities=2",
             "data.eval_batch_size=128", "trainer.limit_train_batches=2"]
     results = tmp_path / "results.md"
-    cmd = [sys.executable, str(ROOT / "benchmarks/study.py"), "--quick", "--budget", "2", "--epochs", "1",
-           "--pretrain_epochs", "1", "--fronts", "--front_points", "2", "--methods", "Dispersion,RandomLabel,Cure",
-           "--out", str(tmp_path / "study"), "--results", str(results)]
+    cmd = [sys.executable, str(ROOT / "benchmarks/study.py"), "--quick", "--epochs", "1", "--pretrain_epochs", "1",
+           "--methods", "Dispersion,Cure", "--out", str(tmp_path / "study"), "--results", str(results)]
     cmd += [x for item in tiny for x in ("--set", item)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=1500)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("claim ")]
     assert [line.split()[1] for line in lines] == CLAIMS
     assert all(line.split()[2] == "inconclusive" for line in lines)  # one seed decides nothing
     text = results.read_text()
-    assert "## Claims" in text and "identity protocol" in text and "quality_known protocol" in text
-    assert "**θ0**" in text and "**oracle**" in text and "↳ noise at Dispersion's drift" in text
-    assert "Chosen settings" in text and "retain mAP drop of 0.02" in text
-    assert (tmp_path / "results" / "synthetic-fronts.png").stat().st_size > 0
-    study_dir = tmp_path / "study" / "synthetic" / "seed0"
-    assert (study_dir / "tune" / "sample" / "Cure" / "tuning.json").is_file()  # Optuna, on the validation draw
-    assert (study_dir / "sample-validation-oracle" / "metrics.json").is_file()
-    assert "plan synthetic:" in proc.stdout and "wall time of synthetic's runs" in proc.stdout
-    # a second call finds every run finished and only collects
-    again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert again.returncode == 0 and ": cached" in again.stdout and " s\n" not in again.stdout.split("plan")[-1]
+    for protocol in ("identity", "sample", "quality", "quality_known"):
+        assert f"synthetic, {protocol} protocol" in text
+    assert "**θ0**" in text and "↳ noise at Dispersion's drift" in text and "Chosen settings" in text
+    assert (tmp_path / "study" / "synthetic" / "seed0" / "quality_known-oracle" / "metrics.json").is_file()
