@@ -183,3 +183,55 @@ def test_ks_forget_quality_is_in_the_metric_suite_for_runs_with_an_oracle():
     assert like_oracle["forget_quality/ks_p"] > 0.05
     assert memorised["forget_quality/ks_p"] < 1e-4
     assert "forget_quality/ks_p" not in score(model(0.0, 2), Context(protocol="sample"))  # no oracle, no test
+
+
+def test_one_model_test_is_at_chance_for_a_retrained_model_and_tells_a_memorising_one():
+    """θ0 is one model: a model drawn like the retrained ones scores AUC ≈ 0.5 and z ≈ 0; one whose statistic sits
+    2.5 retrained standard deviations higher (memorised) is told apart; repeated N times it is a point mass, which
+    the challenge's forget score calls ε = 50 (F = 0) whatever it remembers."""
+    g = np.random.default_rng(4)
+    centres = g.normal(0, 1, 300)
+    retrained = centres + g.normal(0, 0.5, (16, 300))
+    fresh = audit.one_model_test(centres + g.normal(0, 0.5, (1, 300)), retrained)
+    assert abs(fresh["auc"] - 0.5) < 0.06 and abs(fresh["median_z"]) < 0.3, fresh
+    memorised = audit.one_model_test(centres + 1.25 + g.normal(0, 0.5, (1, 300)), retrained)
+    assert memorised["auc"] > 0.9 and memorised["median_z"] > 2 and memorised["tpr@fpr=0.01"] > fresh["tpr@fpr=0.01"]
+    several = audit.one_model_test(centres + g.normal(0, 0.5, (8, 300)), retrained)  # N runs: the same test, pooled
+    assert abs(several["auc"] - 0.5) < 0.05
+    assert forget_score(np.repeat(centres[None] + 1.25, 16, axis=0), retrained) == 0.0
+    with pytest.raises(ValueError, match="same examples"):
+        audit.one_model_test(np.zeros((1, 3)), retrained)
+
+
+def test_agreement_says_where_the_audit_and_the_population_attack_disagree():
+    from unlearnkit.audit import agreement
+
+    oracle = {"forget_auc": 0.50, "attack_fpr": 0.3}
+
+    def method(lira: float, attack: float | None) -> dict:
+        return {"ulira_forget": {"auc": lira}, "population": {} if attack is None else {"forget_auc": attack}}
+
+    assert agreement(method(1.0, 0.52), oracle).startswith("**disagree**: the population attack sees it as the oracle")
+    assert "false sense of privacy" in agreement(method(1.0, 0.52), oracle)
+    assert agreement(method(0.52, 0.30), oracle).startswith("**disagree**: the population attack tells it from")
+    assert agreement(method(0.95, 0.80), oracle).startswith("agree: both tell it from retraining")
+    assert agreement(method(0.51, 0.53), oracle).startswith("agree: neither")
+    assert agreement(method(0.9, None), oracle).startswith("no population-attack figures")
+
+
+def test_audit_methods_all_is_every_method_per_protocol_with_label_free_variants():
+    from unlearnkit.audit import audit_methods
+    from unlearnkit.errors import ConfigError
+    from unlearnkit.methods import label_free_comparison, unlearning_methods
+
+    identity = audit_methods(["all"], "identity")
+    assert list(identity) == [m for m, cls in unlearning_methods().items() if "identity" in cls.protocols]
+    assert not any(identity.values())  # labels are visible in the identity protocol
+    sample = audit_methods(["all"], "sample")
+    assert sample == label_free_comparison() and "Cure" in sample and not sample["Cure"] and sample["GradientAscent"]
+    # a named method that needs labels runs label-free outside the identity protocol; the study's flags kept
+    assert audit_methods(["Dispersion", "Cure", "BadTeacher"], "sample") == {
+        "Dispersion": True, "Cure": False, "BadTeacher": label_free_comparison()["BadTeacher"]}
+    assert audit_methods(["Dispersion"], "identity") == {"Dispersion": False}
+    with pytest.raises(ConfigError, match="unknown method 'Nope'.*or all"):
+        audit_methods(["Nope"], "sample")

@@ -6,7 +6,8 @@ Reads each run's ``metrics.json`` (and ``evaluation.json`` for the protocol and 
 retrain oracle of the same protocol, the run whose model is ``Retrain``. Each protocol's table marks ★ the metrics
 its verdicts rest on, and each unlearning run is followed by its noise baseline (θ0 plus noise of its drift).
 Unlearning runs that left θ0 unchanged or collapsed the embedding (``unlearnkit.status``) are marked ⚠ and listed
-with what to change.
+with what to change. Where a privacy audit exists (``--audit DIR``, or an ``audit.json`` in a run's directory or up to
+three levels above it, as for the runs ``unlearnkit audit`` trains), its table follows.
 """
 
 from __future__ import annotations
@@ -148,7 +149,34 @@ def _settings_line(runs: list[Run]) -> str:
     return "UES: " + "; ".join(f"P = {p}, F measured against the {ref}" for p, ref in seen) + "."
 
 
-def markdown(runs: list[Run], rows: list[dict]) -> str:
+def find_audits(run_dirs, audits=()) -> dict[Path, dict]:
+    """The privacy audits to show, by ``audit.json`` path: those given (a directory or the file) and those found in
+    a run's directory or up to three levels above it (``<audit>/runs/<method>/seed-<s>``)."""
+    paths = [Path(a) / "audit.json" if Path(a).is_dir() else Path(a) for a in audits]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"{missing[0]} not found: give an audit directory (unlearnkit audit --out) for --audit")
+    for run_dir in map(Path, run_dirs):
+        paths += [d / "audit.json" for d in (run_dir, *run_dir.resolve().parents[:3]) if (d / "audit.json").is_file()]
+    return {p.resolve(): json.loads(p.read_text()) for p in paths}
+
+
+def audit_lines(audits: dict[Path, dict]) -> list[str]:
+    """Each audit's table (``unlearnkit.metrics.audit.table_markdown``) with the ε range its N resolves."""
+    from unlearnkit.metrics.audit import table_markdown
+
+    lines = []
+    for path, result in audits.items():
+        n = result["models"]
+        lines += [f"## Privacy audit ({result['protocol']} protocol): {path.parent}", "",
+                  f"{n} runs per method against {n} retrained oracles; resolvable ε 0–{result['resolvable_epsilon']:.0f}"
+                  " (higher ε all look alike). F and final score ↑ (an unlearning as good as retraining scores what N"
+                  " allows for identical distributions, not 1); U-LiRA AUC 0.5 = indistinguishable from retraining"
+                  " (docs/audit.md).", "", *table_markdown(result), ""]
+    return lines
+
+
+def markdown(runs: list[Run], rows: list[dict], audits: dict[Path, dict] | None = None) -> str:
     lines = ["# Unlearning report", "",
              f"{len(runs)} run(s): {', '.join(r.name for r in runs)}.", "",
              _settings_line(runs),
@@ -172,6 +200,7 @@ def markdown(runs: list[Run], rows: list[dict]) -> str:
             lines.append(f"| {name} | {row['model'] or '–'} | "
                          + " | ".join(_fmt(row.get(key)) for key, _ in columns) + " |")
         lines.append("")
+    lines += audit_lines(audits or {})
     lines += flagged_runs(runs)
     lines += ["![forget mAP vs retain mAP](tradeoff.png)", ""]
     return "\n".join(lines)
@@ -207,19 +236,21 @@ def tradeoff_points(rows: list[dict]) -> list[dict]:
             and math.isfinite(r.get("retain/mAP", math.nan))]
 
 
-def write_report(run_dirs, out: str | Path = "report") -> Path:
-    """Write ``report.md``, ``report.csv`` and ``tradeoff.png`` under ``out``; returns the path of report.md."""
+def write_report(run_dirs, out: str | Path = "report", audits=()) -> Path:
+    """Write ``report.md``, ``report.csv`` and ``tradeoff.png`` under ``out``; returns the path of report.md.
+    ``audits``: privacy audit directories to show beside the runs (``find_audits``)."""
     from unlearnkit.plots import save_tradeoff
 
     if not run_dirs:
         raise DataError("give at least one run directory to report on")
     runs = [load_run(d) for d in run_dirs]
     rows = report_rows(runs)
+    found = find_audits(run_dirs, audits)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "report.csv", rows)
     save_tradeoff(tradeoff_points(rows), out / "tradeoff.png")
-    write_text(out / "report.md", markdown(runs, rows))
+    write_text(out / "report.md", markdown(runs, rows, found))
     return out / "report.md"
 
 
@@ -227,8 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="unlearnkit report", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run directories")
     parser.add_argument("--out", default="report", help="output directory (default: ./report)")
+    parser.add_argument("--audit", nargs="+", default=[], metavar="AUDIT_DIR",
+                        help="privacy audits (unlearnkit audit --out) to show; found by itself above the runs it trained")
     args = parser.parse_args(argv)
-    path = write_report(args.runs, args.out)
+    path = write_report(args.runs, args.out, args.audit)
     print(f"report: {path} (+ report.csv, tradeoff.png)")
     flagged = [run for run in map(load_run, args.runs) if run.status and run.status["verdict"] != "ok"]
     if flagged:

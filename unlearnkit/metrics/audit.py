@@ -15,6 +15,10 @@
 - ``ulira``: a U-LiRA-style test (Hayes et al. 2025): per example, Gaussians fitted to the statistic under
   the retrained and under the unlearned models with the scored model left out; the likelihood ratio of each
   held-out model; AUC and TPR at FPR 1 % and 0.1 % of telling unlearned from retrained models.
+- ``one_model_test``: one model at a time (θ0, which is a single model, or each unlearning run) against the
+  retrained models' Gaussian per example: the offline form of the same test.
+- ``table_markdown``: the audit's table from its ``audit.json`` (θ0, each method with its noise control, the
+  retrained oracles), for ``audit.md`` and ``unlearnkit report``.
 - ``ks_forget_quality``: the p-value of the two-sample KS test between a run's and the oracle's statistics
   (open-unlearning's ``forget_quality``).
 """
@@ -29,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["example_statistic", "logit_scaled", "forget_epsilons", "forget_score", "final_score", "ulira",
-           "ks_forget_quality", "resolvable_epsilon"]
+           "one_model_test", "ks_forget_quality", "resolvable_epsilon"]
 
 DELTA = 1e-5
 EPSILON_CAP = 50.0
@@ -183,8 +187,6 @@ def ulira(unlearned, retrained, fprs=(0.01, 0.001), curve: bool = False):
     to the example's statistic under the other unlearned and the other retrained models (the scored model left
     out), the log likelihood ratio; AUC and TPR at the given FPRs over all (model, example) scores, unlearned
     being the positive class. ``curve``: also return the ROC curve (fpr, tpr)."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     u, r = np.asarray(unlearned, dtype=float), np.asarray(retrained, dtype=float)
     if u.shape[0] < 3 or r.shape[0] < 3:
         raise ValueError("U-LiRA needs at least 3 models per side (2 left after leaving one out)")
@@ -203,14 +205,49 @@ def ulira(unlearned, retrained, fprs=(0.01, 0.001), curve: bool = False):
             other_ll = _gaussian_logpdf(own[m], *fit_other)
             scores.append(own_ll - other_ll if label else other_ll - own_ll)
             truth.append(np.full(own.shape[1], label))
-    s, t = np.concatenate(scores), np.concatenate(truth)
-    keep = np.isfinite(s)
-    s, t = s[keep], t[keep]
+    out, roc = _roc_summary(np.concatenate(scores), np.concatenate(truth), fprs)
+    return (out, roc) if curve else out
+
+
+def _roc_summary(scores: np.ndarray, truth: np.ndarray, fprs) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+    """AUC and TPR at each FPR in ``fprs`` of ``scores`` (higher = positive) against ``truth`` (1 = positive),
+    non-finite scores left out; and the ROC curve."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    keep = np.isfinite(scores)
+    s, t = scores[keep], truth[keep]
     fpr, tpr, _ = roc_curve(t, s)
     out = {"auc": float(roc_auc_score(t, s))}
     for limit in fprs:
         out[f"tpr@fpr={limit:g}"] = float(tpr[fpr <= limit].max()) if (fpr <= limit).any() else 0.0
-    return (out, (fpr, tpr)) if curve else out
+    return out, (fpr, tpr)
+
+
+def one_model_test(models, retrained, fprs=(0.01, 0.001)) -> dict[str, float]:
+    """Each model alone against the retrained models (an offline, two-sided LiRA): per example, a Gaussian fitted
+    to the statistic under the retrained models, N − 1 of them at a time (each left out once); every model of
+    ``models`` (rows; θ0 is a single row) scored against each of those fits, and each retrained model against
+    the fit it was left out of, by −log p (how unlike retraining its value is). AUC and TPR at the given FPRs
+    of telling ``models`` from a retrained model, and ``median_z``: the median over examples of the models'
+    mean (s − μ_r) / σ_r (> 0: above the retrained models, as a model that remembers; < 0: below)."""
+    m = np.atleast_2d(np.asarray(models, dtype=float))
+    r = np.asarray(retrained, dtype=float)
+    if r.ndim != 2 or m.shape[1] != r.shape[1]:
+        raise ValueError(f"models {m.shape} and retrained {r.shape} must be [models × examples] over the same examples")
+    if r.shape[0] < 3:
+        raise ValueError("the one-model test needs at least 3 retrained models (2 left after leaving one out)")
+    positives, negatives = [], []
+    for k in range(r.shape[0]):
+        kept = np.delete(r, k, axis=0)
+        mean, std = kept.mean(0), kept.std(0, ddof=1) + 1e-6
+        positives.append(-_gaussian_logpdf(m, mean, std).ravel())
+        negatives.append(-_gaussian_logpdf(r[k], mean, std))
+    pos, neg = np.concatenate(positives), np.concatenate(negatives)
+    out, _ = _roc_summary(np.concatenate([pos, neg]),
+                          np.concatenate([np.ones(len(pos), dtype=int), np.zeros(len(neg), dtype=int)]), fprs)
+    z = (m.mean(0) - r.mean(0)) / (r.std(0, ddof=1) + 1e-6)
+    out["median_z"] = float(np.nanmedian(z))
+    return out
 
 
 def ks_forget_quality(run_statistics, oracle_statistics) -> dict[str, float]:
@@ -225,3 +262,52 @@ def ks_forget_quality(run_statistics, oracle_statistics) -> dict[str, float]:
         return {}
     result = ks_2samp(a, b)
     return {"p_value": float(result.pvalue), "statistic": float(result.statistic)}
+
+
+# ------------------------------------------------------------------ the audit's table (audit.md and the report)
+def fmt(value, digits: int = 3) -> str:
+    """A figure for a table (``digits`` decimals), – where missing or not finite."""
+    return "–" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}"
+
+
+def table_rows(result: dict) -> list[tuple[str, dict]]:
+    """(label, figures) of every row of the audit's table: θ0, each method followed by its noise control, the
+    retrained oracles; figures keyed by ``TABLE`` columns."""
+    rows = []
+    theta0 = result.get("theta0")
+    if theta0:
+        rows.append(("**θ0** (original)", {"F": theta0["forget_score"], "RA": theta0["RA"], "TA": theta0["TA"],
+                                           "one": theta0["one_model"]["auc"],
+                                           "attack": theta0["population"].get("forget_auc"),
+                                           "fpr": theta0["population"].get("attack_fpr")}))
+    for method, m in result["methods"].items():
+        name = f"{method} (label-free)" if m.get("label_free") else method
+        rows.append((name, {"F": m["forget_score"], "final": m["final_score"], "RA": m["RA"], "TA": m["TA"],
+                            "ulira": m["ulira_forget"]["auc"], "tpr": m["ulira_forget"]["tpr@fpr=0.01"],
+                            "ulira_retain": m["ulira_retain"]["auc"], "one": m["one_model"]["auc"],
+                            "attack": m["population"].get("forget_auc"), "fpr": m["population"].get("attack_fpr")}))
+        noise = result.get("noise", {}).get(method)
+        if noise:
+            rows.append((f"↳ noise at its drift ({m['drift']:.3f})",
+                         {"F": noise["forget_score"], "ulira": noise["ulira_forget"]["auc"],
+                          "tpr": noise["ulira_forget"]["tpr@fpr=0.01"], "ulira_retain": noise["ulira_retain"]["auc"],
+                          "one": noise["one_model"]["auc"]}))
+    retrained = result["retrained"]
+    rows.append(("**retrained oracles**", {"RA": retrained["RA"], "TA": retrained["TA"],
+                                           "attack": retrained.get("population", {}).get("forget_auc"),
+                                           "fpr": retrained.get("population", {}).get("attack_fpr")}))
+    return rows
+
+
+TABLE = [("F", "forget score F ↑"), ("final", "final score ↑"), ("RA", "RA"), ("TA", "TA"),
+         ("ulira", "U-LiRA AUC (forget) ↓"), ("tpr", "TPR@1%"), ("ulira_retain", "U-LiRA AUC (retain) ↓"),
+         ("one", "one-model AUC ↓"), ("attack", "attack forget AUC"), ("fpr", "attack FPR")]
+
+
+def table_markdown(result: dict) -> list[str]:
+    """The audit's table (``audit.json``'s content) as Markdown lines: θ0, each method and its noise control, the
+    retrained oracles."""
+    lines = ["| model | " + " | ".join(title for _, title in TABLE) + " |", "|---|" + "---:|" * len(TABLE)]
+    for label, figures in table_rows(result):
+        lines.append(f"| {label} | " + " | ".join(fmt(figures.get(key)) for key, _ in TABLE) + " |")
+    return lines
