@@ -7,7 +7,7 @@ import torch
 from unlearnkit.batch_recipe import BatchRecipe
 from unlearnkit.errors import ConfigError
 from unlearnkit.methods.base import UnlearningMethod
-from unlearnkit.methods.search_space import Knob, LogUniform, SearchSpace
+from unlearnkit.methods.search_space import Knob, SearchSpace
 from unlearnkit.utils.modes import eval_mode
 
 MASK_KEY = "saliency_mask"  # the mask in a checkpoint: a resumed run must not recompute it from moved weights
@@ -52,10 +52,14 @@ class SalUn(UnlearningMethod):
     """
 
     batches = BatchRecipe(parts=("forget", "retain"))
-    tuning = SearchSpace(lr=LogUniform(1e-5, 1e-2), strength=Knob("saliency_ratio", (0.5, 0.1, 0.3, 0.7, 1.0)))
+    # lr over the default three decades, 1e-6 to 1e-3 (the probe: 3e-5 mild, 1e-3 past the best); γ = 1 is plain RL
+    tuning = SearchSpace(strength=Knob("saliency_ratio", (0.5, 0.1, 0.3, 0.7, 1.0)))
     label_free_baseline = True
 
     def __init__(self, saliency_ratio: float = 0.5, lr: float = 1e-4, **kwargs) -> None:
+        # lr: a one-seed probe (audit set, identity protocol, 4 of 40 people, 15 steps): forget mAP 0.448 → 0.178
+        # with retain mAP 0.769 → 0.638 at 1e-4 (random labeling at its 1e-4: 0.136 and 0.477); 0.358 / 0.758 at
+        # 3e-5; 0.214 / 0.550 at 1e-3
         if not 0 < saliency_ratio <= 1:
             raise ConfigError(f"saliency_ratio must be in (0, 1], got {saliency_ratio}: set model.saliency_ratio "
                               "to the fraction of weights that may move, e.g. 0.5")
