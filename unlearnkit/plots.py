@@ -135,7 +135,7 @@ def save_fronts(curves: list[dict], references: list[dict], path: str | Path):
     ``curves``: {panel, label, forget, retain}, ``forget`` / ``retain`` one row per seed, one column per setting;
     ``references``: {panel, label, kind (``original`` or ``oracle``), forget, retain}, one value per seed, drawn
     at their mean."""
-    panels = sorted({c["panel"] for c in [*curves, *references]}) or [""]
+    panels = list(dict.fromkeys(c["panel"] for c in [*curves, *references])) or [""]  # in the order given
     fig, axes = _figure(len(panels), width=5.0, height=4.5)
     style = {"original": dict(marker="s", c="black", s=60), "oracle": dict(marker="*", c="#2ca02c", s=160)}
     colours = {label: f"C{k % 10}" for k, label in enumerate(dict.fromkeys(c["label"] for c in curves))}
