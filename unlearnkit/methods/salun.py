@@ -7,7 +7,7 @@ import torch
 from unlearnkit.batch_recipe import BatchRecipe
 from unlearnkit.errors import ConfigError
 from unlearnkit.methods.base import UnlearningMethod
-from unlearnkit.methods.search_space import Knob, SearchSpace
+from unlearnkit.methods.search_space import Range, SearchSpace
 from unlearnkit.utils.modes import eval_mode
 
 MASK_KEY = "saliency_mask"  # the mask in a checkpoint: a resumed run must not recompute it from moved weights
@@ -52,8 +52,11 @@ class SalUn(UnlearningMethod):
     """
 
     batches = BatchRecipe(parts=("forget", "retain"))
-    # lr over the default three decades, 1e-6 to 1e-3 (the probe: 3e-5 mild, 1e-3 past the best); γ = 1 is plain RL
-    tuning = SearchSpace(strength=Knob("saliency_ratio", (0.5, 0.1, 0.3, 0.7, 1.0)))
+    # lr over the default three decades, 1e-6 to 1e-3 (the probe: 3e-5 mild, 1e-3 past the best); γ on a log scale
+    # down to 0.001: on the probe's θ0 the top 10 % of weights hold 99.97 % of the squared forget gradient, so the
+    # mask changes the run only below a few per cent (the probe at lr 1e-4: forget / retain mAP 0.178 / 0.638 at
+    # γ = 0.5 and 1, 0.177 / 0.637 at 0.1, 0.184 / 0.625 at 0.01); γ = 1 is random labeling on D_f ∪ D_r
+    tuning = SearchSpace(strength=Range("saliency_ratio", 0.001, 1.0, log=True))
     label_free_baseline = True
 
     def __init__(self, saliency_ratio: float = 0.5, lr: float = 1e-4, **kwargs) -> None:
