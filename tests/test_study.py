@@ -109,6 +109,12 @@ def test_claims_are_judged_on_paired_seeds():
     judged = verdicts(study.claims(collected([0.7, 0.75, 0.72], {**gaps, "Cure": [0.5, 0.6, 0.55]}),
                                    "synthetic", [0, 1, 2]))
     assert judged["dispersion_lowest_forget"] == "fails" and judged["cure_best_label_free"] == "fails"
+    # the audit's forget score: CURE against the same baselines (our CURE variant is not among them)
+    data = collected([0.2, 0.25, 0.22], gaps)
+    audit = {"Cure": 0.5, "RandomLabel": 0.3, "GradientAscent": 0.6, "CureBounded": 0.9}
+    assert verdicts(study.claims(data, "synthetic", [0, 1, 2], audit))["cure_lowest_membership"] == "fails"
+    audit["GradientAscent"] = 0.4  # best among the baselines; the attack AUCs were not measured: no verdict
+    assert verdicts(study.claims(data, "synthetic", [0, 1, 2], audit))["cure_lowest_membership"] == "inconclusive"
     # one seed decides nothing; no unseen-people pairs: the quality claim says so
     lines = study.claims(collected([0.2], {m: v[:1] for m, v in gaps.items()}), "synthetic", [0])
     assert set(verdicts(lines).values()) == {"inconclusive"}
@@ -189,7 +195,7 @@ def test_study_tunes_on_the_validation_draw_runs_fronts_and_resumes(tmp_path, mo
     text = (tmp_path / "results.md").read_text()
     assert "quality_known protocol" in text and "↳ noise at Cure's drift" in text and "**oracle**" in text
     assert "read off each front" in text and "(seeds 0, 1)" in text
-    assert "plan synthetic:" in out and "wall time of synthetic's runs" in out
+    assert f"plan synthetic: {len(fake.made)} runs" in out and "wall time of synthetic's runs" in out
     lines = [line for line in out.splitlines() if line.startswith("claim ")]
     assert [line.split()[1] for line in lines] == CLAIMS
     assert all(line.split()[2] in ("holds", "fails", "inconclusive") for line in lines)
@@ -226,3 +232,5 @@ def test_study_quick_runs_end_to_end(tmp_path):
         assert f"synthetic, {protocol} protocol" in text
     assert "**θ0**" in text and "↳ noise at Dispersion's drift" in text and "Chosen settings" in text
     assert (tmp_path / "study" / "synthetic" / "seed0" / "quality_known-oracle" / "metrics.json").is_file()
+    # the people kept out of training give the quality claim its verification on unseen people
+    assert "quality verify/unseen/acc: θ0" in lines[-1] and "quality_known verify/unseen/acc" in lines[-1]
