@@ -49,13 +49,50 @@ def test_audit_quick_end_to_end_and_resumable(tiny_faces, original_ckpt, tmp_pat
         assert u.shape == r.shape == (3, result["forget_examples"])
         assert m["forget_score"] == pytest.approx(A.forget_score(u, r), abs=1e-12)
         assert 0 <= m["ulira_forget"]["auc"] <= 1 and len(m["epsilons"]) == u.shape[1]
+        # its noise control: θ0's embeddings plus noise of its drift, scored the same way, matrices saved
+        noise = result["noise"][name]
+        n = np.load(out / "stats" / f"noise_{name}_forget.npy")
+        assert n.shape == u.shape and noise["forget_score"] == pytest.approx(A.forget_score(n, r), abs=1e-12)
+        assert m["drift"] > 0 and 0 <= m["one_model"]["auc"] <= 1
+        assert m["agreement"].startswith("no population-attack figures")  # these runs ran no attack (mia: false)
+    # θ0: a point mass (F = 0 by the challenge's rule) told apart by the one-model test
+    theta0 = result["theta0"]
+    assert theta0["forget_score"] == 0.0 and 0 <= theta0["one_model"]["auc"] <= 1 and theta0["RA"] > 0
+    text = (out / "audit.md").read_text()
+    assert "**θ0** (original)" in text and text.count("↳ noise at its drift") == 2
+    assert "## Where the audit and the population attack disagree" in text and "## Relearn time" not in text
     for name in ("audit.md", "epsilons.png", "roc.png"):
         assert (out / name).is_file()
     capsys.readouterr()
-    # a second call trains nothing: every run is found finished (oracles from the cache)
-    assert main(argv) == 0
+    # a second call trains nothing: every run is found finished (oracles from the cache); with --relearn it adds
+    # the relearn time of seed 0's models: θ0 needs no step, each relearned model is in the table
+    split = argv.index("--")
+    assert main([*argv[:split], "--relearn", "1", *argv[split:]]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
     assert len(lines) == 9 and all("cached" in line for line in lines)
+    relearned = json.loads((out / "audit.json").read_text())["relearn"]
+    assert relearned["theta0"]["steps"] == 0 and relearned["seeds"] == 1
+    assert set(relearned["methods"]) == {"Cure", "GradientAscent"}
+    assert relearned["recipe"]["fraction"] == 1.0 and "## Relearn time" in (out / "audit.md").read_text()
+    # each relearned run keeps its result, so a later audit relearns nothing again (oracles in the shared cache)
+    assert (out / "runs" / "Cure" / "seed-0" / "relearn.json").is_file()
+    assert len(list(cache.glob("oracle-*/seed-0/relearn.json"))) == 1
+    # unlearnkit report shows the audit beside the runs: found above a run it trained, or given with --audit
+    from unlearnkit.metrics.audit import fmt
+
+    result = json.loads((out / "audit.json").read_text())
+    assert main(["report", str(out / "runs" / "Cure" / "seed-0"), "--out", str(tmp_path / "rep")]) == 0
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Privacy audit (sample protocol)" in report and "resolvable ε 0–1" in report
+    cure = next(line for line in report.splitlines() if line.startswith("| Cure |"))
+    assert fmt(result["methods"]["Cure"]["forget_score"]) in cure and fmt(result["methods"]["Cure"]["ulira_retain"]["auc"]) in cure
+    oracle_run = next(cache.glob("oracle-*/seed-0"))
+    assert main(["report", str(oracle_run), "--out", str(tmp_path / "rep2")]) == 0
+    assert "Privacy audit" not in (tmp_path / "rep2" / "report.md").read_text()  # no audit above an oracle
+    assert main(["report", str(oracle_run), "--audit", str(out), "--out", str(tmp_path / "rep3")]) == 0
+    assert "| **θ0** (original) |" in (tmp_path / "rep3" / "report.md").read_text()
+    assert main(["report", str(oracle_run), "--audit", str(tmp_path), "--out", str(tmp_path / "rep4")]) == 2
+    assert "audit.json not found" in capsys.readouterr().err
 
 
 def test_audit_refuses_bad_input_with_one_line(tmp_path, capsys, monkeypatch):
@@ -86,3 +123,35 @@ def test_builtin_audit_set_configs_parse(name, monkeypatch, capsys):
     assert stop.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["data"]["init_args"]["num_identities"] == 40 and printed["data"]["init_args"]["image_size"] == 32
+
+
+def test_audit_methods_all_on_both_protocols_plans_every_run(tmp_path, original_ckpt, monkeypatch):
+    """``--methods all --protocols identity sample``: one audit per protocol under --out/<protocol>, with every
+    method the protocol compares (label-free variants in the sample protocol) and an oracle per protocol."""
+    import unlearnkit.audit as audit
+    from unlearnkit.methods import label_free_comparison, unlearning_methods
+
+    write_configs(tmp_path, tmp_path / "faces")
+    ran = []
+    monkeypatch.setattr(audit, "cli", lambda argv: ran.append(argv))
+    out = tmp_path / "audit"
+    assert audit.main(["--config", str(tmp_path / "unlearn.yaml"), "--oracle-config", str(tmp_path / "retrain.yaml"),
+                       "--methods", "all", "--protocols", "identity", "sample", "--models", "3", "--seed", "1",
+                       "--out", str(out), "--cache", str(tmp_path / "oracles"), "--",
+                       "--model.original", str(original_ckpt)]) == 0
+    by_protocol = {}
+    for argv in ran:
+        protocol = argv[len(argv) - 1 - argv[::-1].index("--data.protocol") + 1]
+        run_dir = argv[argv.index("--run_dir") + 1]
+        assert argv[argv.index("--seed_everything") + 1] == "1" and run_dir.endswith("seed-1")
+        model = argv[argv.index("--model") + 1] if "--model" in argv else "oracle"
+        by_protocol.setdefault(protocol, {})[model] = ("--model.labels" in argv, run_dir)
+    assert list(by_protocol["identity"]) == ["oracle", *unlearning_methods()]
+    assert not any(pseudo for pseudo, _ in by_protocol["identity"].values())
+    assert {m: p for m, (p, _) in by_protocol["sample"].items() if m != "oracle"} == label_free_comparison()
+    assert all(str(out / protocol / "runs") in d for protocol, runs in by_protocol.items()
+               for m, (_, d) in runs.items() if m != "oracle")
+    assert by_protocol["identity"]["oracle"][1] != by_protocol["sample"]["oracle"][1]  # D_r differs: own oracles
+    with pytest.raises(Exception, match="protocol is given twice"):
+        audit.main(["--config", "c", "--oracle-config", "r", "--methods", "all", "--protocols", "sample", "--",
+                    "--data.protocol", "sample"])
