@@ -67,13 +67,14 @@ def test_audit_quick_end_to_end_and_resumable(tiny_faces, original_ckpt, tmp_pat
     # a second call trains nothing: every run is found finished (oracles from the cache); with --relearn it adds
     # the relearn time of seed 0's models: θ0 needs no step, each relearned model is in the table
     split = argv.index("--")
-    assert main([*argv[:split], "--relearn", "1", *argv[split:]]) == 0
+    assert main([*argv[:split], "--relearn", "1", "--relearn-steps", "10", *argv[split:]]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
     assert len(lines) == 9 and all("cached" in line for line in lines)
     relearned = json.loads((out / "audit.json").read_text())["relearn"]
     assert relearned["theta0"]["steps"] == 0 and relearned["seeds"] == 1
     assert set(relearned["methods"]) == {"Cure", "GradientAscent"}
-    assert relearned["recipe"]["fraction"] == 1.0 and "## Relearn time" in (out / "audit.md").read_text()
+    assert relearned["recipe"]["fraction"] == 1.0 and relearned["recipe"]["max_steps"] == 10
+    assert "## Relearn time" in (out / "audit.md").read_text()
     # each relearned run keeps its result, so a later audit relearns nothing again (oracles in the shared cache)
     assert (out / "runs" / "Cure" / "seed-0" / "relearn.json").is_file()
     assert len(list(cache.glob("oracle-*/seed-0/relearn.json"))) == 1

@@ -46,6 +46,7 @@ from unlearnkit.metrics import audit as A
 from unlearnkit.metrics.collector import EvalEmbeddings
 from unlearnkit.metrics.measures import drift, matched_noise
 from unlearnkit.protocols import GROUP_ID, PROTOCOLS
+from unlearnkit.relearn import RelearnRecipe, datamodule_of, forget_map, relearn
 from unlearnkit.utils.io import write_json
 
 AUDIT_EVALUATION = {"save_embeddings": True, "plots": False, "per_identity": False, "noise_baseline": False}
@@ -345,9 +346,8 @@ def relearn_times(plan: Audit) -> dict:
     """Relearn time (``unlearnkit.relearn``) of θ0, of the first ``--relearn`` oracles and of each method's runs
     of the same seeds, and each method's Anamnesis Index: its mean relearn time over the oracles'. Each run keeps
     its result in ``relearn.json`` (per recipe and target), so a repeated audit relearns nothing again."""
-    from unlearnkit.relearn import RelearnRecipe, datamodule_of, forget_map, relearn
 
-    recipe = RelearnRecipe(fraction=plan.args.relearn_fraction)
+    recipe = RelearnRecipe(fraction=plan.args.relearn_fraction, max_steps=plan.args.relearn_steps)
     seeds = range(min(plan.args.relearn, plan.args.models))
     datamodule = datamodule_of(plan.oracle_run(0))
     theta0_map = forget_map(load_frozen(plan.original).backbone, datamodule)
@@ -403,17 +403,17 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def relearn_markdown(relearn: dict) -> list[str]:
-    r = relearn["recipe"]
+def relearn_markdown(figures: dict) -> list[str]:
+    r = figures["recipe"]
     lines = ["## Relearn time", "",
-             f"Fine-tuning on D_f until forget mAP reaches {r['fraction']:g} × θ0's ({relearn['theta0_forget_mAP']:.3f}"
-             f" → target {relearn['target']:.3f}): SGD lr {r['lr']:g}, momentum {r['momentum']:g}, batch "
+             f"Fine-tuning on D_f until forget mAP reaches {r['fraction']:g} × θ0's ({figures['theta0_forget_mAP']:.3f}"
+             f" → target {figures['target']:.3f}): SGD lr {r['lr']:g}, momentum {r['momentum']:g}, batch "
              f"{r['batch_size']}, CosFace (s {r['scale']:g}, m {r['margin']:g}) against the model's own forget-"
              f"identity centroids, BatchNorm frozen, checked every {r['eval_every']} steps, cap {r['max_steps']} "
-             f"steps; mean over {relearn['seeds']} seed(s). Anamnesis Index = the method's steps / the oracles' "
+             f"steps; mean over {figures['seeds']} seed(s). Anamnesis Index = the method's steps / the oracles' "
              "(≈ 1: as hard to relearn as for a model that never saw D_f; ≪ 1: hidden, not removed).", "",
              "| model | relearn steps | per seed | reached | Anamnesis Index |", "|---|---:|---|---|---:|"]
-    entries = [("θ0", relearn["theta0"]), ("retrained oracles", relearn["retrained"]), *relearn["methods"].items()]
+    entries = [("θ0", figures["theta0"]), ("retrained oracles", figures["retrained"]), *figures["methods"].items()]
     for name, e in entries:
         capped = "" if e["reached"] else f" (cap {r['max_steps']}: a lower bound)"
         lines.append(f"| {name} | {e['steps']:.1f} | {', '.join(map(str, e['per_seed']))} | "
@@ -467,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure relearn time on the first K seeds' models (K = 3 if not given)")
     parser.add_argument("--relearn-fraction", type=float, default=1.0,
                         help="relearning ends when forget mAP reaches this fraction of θ0's (default 1)")
+    parser.add_argument("--relearn-steps", type=int, default=RelearnRecipe.max_steps,
+                        help=f"relearning's step cap (default {RelearnRecipe.max_steps}); a capped model is marked")
     parser.add_argument("extra", nargs="*", help="after --: options given to every run (data, epochs, θ0)")
     args = parser.parse_args(argv)
     if args.protocols and "--data.protocol" in args.extra:
@@ -474,9 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.relearn < 0:
         raise ConfigError(f"--relearn {args.relearn}: give the number of seeds to relearn (≥ 1), or leave it out")
     if args.relearn:
-        from unlearnkit.relearn import RelearnRecipe
-
-        RelearnRecipe(fraction=args.relearn_fraction)  # a bad fraction fails now, not after the training
+        RelearnRecipe(fraction=args.relearn_fraction, max_steps=args.relearn_steps)  # bad values fail now
     for protocol in args.protocols or [None]:
         one = copy.copy(args)
         if protocol:
