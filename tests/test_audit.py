@@ -235,3 +235,16 @@ def test_audit_methods_all_is_every_method_per_protocol_with_label_free_variants
     assert audit_methods(["Dispersion"], "identity") == {"Dispersion": False}
     with pytest.raises(ConfigError, match="unknown method 'Nope'.*or all"):
         audit_methods(["Nope"], "sample")
+
+
+def test_table_markdown_reads_audits_written_before_the_theta0_row_and_attack_figures():
+    """An audit.json of the first audit command (no θ0 row, no one-model test, no attack figures) still renders:
+    those cells are –."""
+    lira = {"auc": 1.0, "tpr@fpr=0.01": 1.0}
+    old = {"methods": {"Cure": {"forget_score": 0.0, "final_score": 0.0, "RA": 0.369, "TA": 0.344,
+                                "ulira_forget": lira, "ulira_retain": lira}},
+           "retrained": {"RA": 0.988, "TA": 0.801}}
+    lines = audit.table_markdown(old)
+    assert len(lines) == 4 and "θ0" not in "\n".join(lines)
+    assert lines[2] == "| Cure | 0.000 | 0.000 | 0.369 | 0.344 | 1.000 | 1.000 | 1.000 | – | – | – |"
+    assert lines[3].startswith("| **retrained oracles** | – | – | 0.988 | 0.801 |")

@@ -284,8 +284,10 @@ def table_rows(result: dict) -> list[tuple[str, dict]]:
         name = f"{method} (label-free)" if m.get("label_free") else method
         rows.append((name, {"F": m["forget_score"], "final": m["final_score"], "RA": m["RA"], "TA": m["TA"],
                             "ulira": m["ulira_forget"]["auc"], "tpr": m["ulira_forget"]["tpr@fpr=0.01"],
-                            "ulira_retain": m["ulira_retain"]["auc"], "one": m["one_model"]["auc"],
-                            "attack": m["population"].get("forget_auc"), "fpr": m["population"].get("attack_fpr")}))
+                            "ulira_retain": m["ulira_retain"]["auc"], "one": m.get("one_model", {}).get("auc"),
+                            # audits written before the one-model test and the attack figures have neither
+                            "attack": m.get("population", {}).get("forget_auc"),
+                            "fpr": m.get("population", {}).get("attack_fpr")}))
         noise = result.get("noise", {}).get(method)
         if noise:
             rows.append((f"↳ noise at its drift ({m['drift']:.3f})",
