@@ -2,11 +2,14 @@
 
 For each data set and seed: pretrain θ0 (some people kept out of training entirely, ``data.unseen_identities``,
 so verification on unseen people is measurable); for each protocol retrain the oracle on exactly D_r (a
-one-step run writes the split's manifest); give every method the same tuning budget (``--budget`` trials over the
-search space it declares, ``tuning``; default 16 on the synthetic set, 8 on the real ones) on a *validation*
-forget draw (``data.forget_seed 1``), never the evaluation split; tuning runs on the first seed (``--tune_seeds``
-to tune on more) and its choice is used for every seed; run the chosen setting on the evaluation split with the
-oracle configured; run each method along its strength knob (``--front_points`` settings: its trade-off front).
+one-step run writes the split's manifest); give every method the same tuning budget (``--budget`` Optuna trials,
+``unlearnkit.tuning.tune``, over the search space it declares, ``tuning``; default 16 on the synthetic set, 8 on
+the real ones), judged by its protocol's objective, on a *validation* forget draw (``data.forget_seed 1``, with an
+oracle retrained on that draw's D_r for the sample and quality objectives), never the evaluation split; tuning
+runs on the first seed (``--tune_seeds`` to tune on more) and its choice is used for every seed; run the chosen
+setting on the evaluation split with the oracle configured; run each method along its strength knob
+(``--front_points`` settings at least: its trade-off front, whose forget mAP at a retain mAP drop of 2 points is
+the method's headline).
 
 The quality protocol runs with the built-in quality score and, where the data set records each image's quality
 (the synthetic set), with ``data.quality known`` (protocol ``quality_known``), each with its own oracle. With
