@@ -132,33 +132,90 @@ def test_boundary_shrink_fgsm_finds_another_class(faces, original):
     assert (target != batch["label"]).float().mean() > 0.6
 
 
-@pytest.mark.xfail(strict=True, reason="at no setting of SPEC's CURE options tried does retain mAP stay within "
-                   "3 points while forget mAP falls by 5 %: the retain drop is 0.7-1.6x the forget drop (one-seed "
-                   "grid over lr, K, T, the lambdas and epochs in docs/results_notes.md)")
-def test_cure_lowers_forget_map_keeps_retain(faces, original):
-    """Sample protocol (issue 4): forget mAP falls by ≥ 5 % of θ0's while retain mAP stays within 3 points.
+GAP_KEYS = ("forget/mAP", "retain_heldout/mAP", "memorisation/mAP", "mia/forget_auc")  # SPEC §3, sample protocol
 
-    Measured in one process on this set at CURE's lr 1e-3, 4 epochs: forget 0.911 → 0.688, retain 0.945 →
-    0.774; the CI's single-threaded run gave 0.92 → 0.84 and 0.95 → 0.86. Both fail the retain bound.
-    """
-    from unlearnkit.methods.cure import Cure
+
+def sample_protocol_figures(backbone, dm) -> dict[str, float]:
+    """What the sample protocol's verdicts rest on (``protocols.HEADLINE_METRICS``), computed by the evaluation's
+    own measures from ``backbone``'s embeddings of the evaluation set."""
+    from unlearnkit.metrics.collector import EvalEmbeddings
+    from unlearnkit.metrics.measures import heldout_metrics, membership_metrics, retrieval_metrics
+
+    indices, groups = dm.eval_groups()
+    with torch.no_grad():
+        backbone.eval()
+        z = torch.cat([F.normalize(backbone(b["image"]), dim=1) for b in dm.eval_loader(indices, shard=False)])
+    ev = EvalEmbeddings({"embeddings": z, "labels": torch.as_tensor(dm.labels[indices]),
+                         "ids": torch.as_tensor(indices), "groups": torch.as_tensor(groups)})
+    figures = {**retrieval_metrics(ev, "sample"), **heldout_metrics(ev), **membership_metrics(ev)}
+    return {k: figures[k] for k in GAP_KEYS}
+
+
+def average_gap(figures: dict[str, float], oracle: dict[str, float]) -> float:
+    """SalUn's "Avg. Gap": the mean two-sided distance to the retrain oracle over ``GAP_KEYS``."""
+    return float(np.mean([abs(figures[k] - oracle[k]) for k in GAP_KEYS]))
+
+
+@pytest.fixture(scope="module")
+def sample_protocol(faces, original):
+    """The sample protocol's split (15 % of each person's training images forgotten), and θ0's and the retrain
+    oracle's figures on it (the oracle: θ0's recipe on D_r alone, from scratch)."""
+    from unlearnkit.methods.base import Pretrain, Retrain
 
     dm = datamodule(faces, protocol="sample", forget=0.15)
     dm.setup()
+    L.seed_everything(0)
+    oracle = Retrain(**ARCH, optimizer="adamw", lr=3e-3, warmup_epochs=1)
+    quiet_trainer(max_epochs=12, limit_val_batches=0).fit(oracle, datamodule=dm)
+    theta0 = Pretrain.load_from_checkpoint(original, map_location="cpu", weights_only=True).backbone
+    return dm, sample_protocol_figures(theta0, dm), sample_protocol_figures(oracle.backbone, dm)
 
-    def maps(backbone):
-        z, y = embeddings(backbone, dm, "forget_train")
-        zr, yr = embeddings(backbone, dm, "retain_train")
-        allz, ally = torch.cat([z, zr]), torch.cat([y, yr])
-        forget = torch.arange(len(allz)) < len(z)
-        f = MF.retrieval(allz, ally, query_mask=forget)["mAP"]
-        r = MF.retrieval(allz, ally, query_mask=~forget)["mAP"]
-        return f, r
 
-    f0, r0 = maps(original_backbone(Cure, original, dm))
-    f1, r1 = maps(unlearn(Cure, original, dm, epochs=4, lr=1e-3).backbone)
-    assert f1 < 0.95 * f0, (f0, f1)
-    assert r0 - r1 <= 0.03, (r0, r1, f0, f1)
+GAP_MARGIN = 0.01  # how much closer on average (one point of the gap metrics) counts as closer, not as noise
+
+
+def closer_to_oracle_than_theta0(figures, theta0, oracle) -> list[str]:
+    """The sample-protocol verdict (issue 19), as the list of what fails it: the average two-sided gap to the
+    oracle at least GAP_MARGIN below θ0's, the forgetting gaps (forget mAP, memorisation) each below θ0's, and
+    retain utility on held-out images within 2 points of θ0's."""
+    failed = []
+    if average_gap(figures, oracle) > average_gap(theta0, oracle) - GAP_MARGIN:
+        failed.append(f"average gap {average_gap(figures, oracle):.4f} vs θ0's {average_gap(theta0, oracle):.4f}")
+    for key in ("forget/mAP", "memorisation/mAP"):
+        if abs(figures[key] - oracle[key]) >= abs(theta0[key] - oracle[key]):
+            failed.append(f"{key} {figures[key]:.3f} no closer to the oracle's {oracle[key]:.3f} than θ0's "
+                          f"{theta0[key]:.3f}")
+    if theta0["retain_heldout/mAP"] - figures["retain_heldout/mAP"] > 0.02:
+        failed.append(f"held-out retain mAP {theta0['retain_heldout/mAP']:.3f} → {figures['retain_heldout/mAP']:.3f}")
+    return failed
+
+
+def test_theta0_unchanged_fails_the_sample_protocol_verdict(sample_protocol):
+    """The verdict below can fail: θ0 itself (a method that does nothing) fails it."""
+    _, theta0, oracle = sample_protocol
+    assert closer_to_oracle_than_theta0(theta0, theta0, oracle)
+
+
+@pytest.mark.parametrize("method", [
+    pytest.param("Cure", marks=pytest.mark.xfail(strict=True, reason=(
+        "SPEC's CURE at its defaults (SGD lr 5e-3, 5 epochs) collapses this set's embedding: held-out retain mAP "
+        "0.512 → 0.131; forget mAP 0.911 → 0.138 (oracle 0.396), memorisation 0.432 → 0.020 (oracle 0.004), "
+        "attack AUC 0.842 → 0.362 (oracle 0.508), average gap 0.333 → 0.186"))),
+    "CureBounded",
+])
+def test_cure_moves_toward_the_oracle_keeps_heldout_retain(method, sample_protocol, original):
+    """Sample protocol (issue 19): after unlearning, closer to the retrain oracle than θ0 on the gap metrics
+    (``closer_to_oracle_than_theta0``), with held-out retain mAP within 2 points of θ0's. Each method runs with its
+    own defaults (CureBounded's were chosen on two other generated sets, never on this one)."""
+    from unlearnkit.methods import load_all
+
+    dm, theta0, oracle = sample_protocol
+    model = unlearn(load_all()[method], original, dm, epochs=5)
+    figures = sample_protocol_figures(model.backbone, dm)
+    failed = closer_to_oracle_than_theta0(figures, theta0, oracle)
+    table = {name: " ".join(f"{k} {v[k]:.3f}" for k in GAP_KEYS) + f", average gap {average_gap(v, oracle):.3f}"
+             for name, v in ((method, figures), ("θ0", theta0), ("oracle", oracle))}
+    assert not failed, f"{'; '.join(failed)} | " + " | ".join(f"{k}: {v}" for k, v in table.items())
 
 
 def test_quality_score_rank_correlates_with_true_degradation(faces, original):
