@@ -23,7 +23,8 @@ settings, wall time per data set) and ``docs/results/<dataset>-fronts.png``; pri
 
 Every run goes through the same CLI and configs a user runs; a stopped study resumes (finished runs are kept).
 ``--quick``: one seed, the synthetic set, 8 pretraining and 2 unlearning epochs, every method at its defaults
-(budget 1: no tuning runs), no fronts; a smoke test of the whole pipeline, not a result.
+(budget 1: no tuning runs), no fronts, no ``quality_known`` (``--protocols`` to add it); a smoke test of the whole
+pipeline, not a result.
 """
 
 from __future__ import annotations
@@ -215,6 +216,9 @@ class Study:
         return trainer_overlay(ROOT / "configs/trainer/cpu_unlearn.yaml", path,
                                {"oracle": str(oracle)} if oracle is not None else None, max_epochs=epochs, **overrides)
 
+    def protocols(self, dataset: str) -> list[str]:
+        return [p for p in protocols_of(dataset, self.args.methods) if p in self.args.protocols]
+
     def budget(self, dataset: str) -> int:
         return self.args.budget or DATASETS[dataset].budget
 
@@ -273,7 +277,7 @@ class Study:
         original = base / "original" / "checkpoints" / "last.ckpt"
         results = {"seed": seed, "original": base / "original", "runs": {}, "chosen": {}, "fronts": {}}
         unlearn = str(ROOT / "configs/experiment/unlearn_synthetic.yaml")
-        for protocol in protocols_of(dataset, a.methods):
+        for protocol in self.protocols(dataset):
             methods, extra = study_methods(a.methods)[protocol], PROTOCOLS[protocol]
 
             def common(method: str, trainer: Path, extra=extra, methods=methods) -> list[str]:
@@ -323,7 +327,7 @@ class Study:
         a, budget = self.args, self.budget(dataset)
         methods = study_methods(a.methods)
         per_seed, per_tuned, trials = 1, 0, 0
-        for protocol in protocols_of(dataset, a.methods):
+        for protocol in self.protocols(dataset):
             n = len(methods[protocol])
             per_seed += 2 + n * (1 + ((a.front_points - 1) if a.fronts else 0))
             if budget > 1:
@@ -507,6 +511,8 @@ def claims(collected: Collected, dataset: str, seeds: list[int], audit: dict | N
     parts, verdicts = [], []
     for protocol in (p for p in ("quality", "quality_known") if p in protocols_of(dataset)):
         rows = collected.values.get((dataset, protocol, "Cure"), {})
+        if not rows:
+            continue
         keys = sorted({k for row in rows.values() for k in row if k.startswith("verify/") and k.endswith("/unseen/acc")})
         preferred = DATASETS[dataset].unseen_pairs if dataset in DATASETS else None
         if preferred and any(preferred in row for row in rows.values()):
@@ -521,7 +527,8 @@ def claims(collected: Collected, dataset: str, seeds: list[int], audit: dict | N
         verdicts.append(verdict(interval))
         parts.append(f"{protocol} {keys[0]}: θ0 {seeds_text(before)}, Cure {seeds_text(after)}, oracle "
                      f"{seeds_text(oracle)}; Cure − θ0 {interval}")
-    lines.append(f"claim quality_forgetting_helps {all_of(verdicts)} [{dataset}] " + "; ".join(parts))
+    lines.append(f"claim quality_forgetting_helps {all_of(verdicts)} [{dataset}] "
+                 + ("; ".join(parts) or "CURE did not run in a quality protocol"))
     return lines
 
 
@@ -670,6 +677,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run each method along its strength knob (default: on, off in --quick)")
     parser.add_argument("--front_points", type=int, default=4,
                         help="settings on each front at least: the knob's declared values, filled with midpoints (4)")
+    parser.add_argument("--protocols", nargs="+", default=None, choices=list(PROTOCOLS),
+                        help="protocols to run (default: all; quick: identity sample quality)")
     parser.add_argument("--methods", default=None,
                         help="comma-separated class names to run (default: every method the study declares)")
     parser.add_argument("--audit", default=None, metavar="DIR",
@@ -688,6 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     args.epochs = args.epochs or (2 if args.quick else None)
     args.pretrain_epochs = args.pretrain_epochs or (8 if args.quick else None)
     args.fronts = (not args.quick) if args.fronts is None else args.fronts
+    args.protocols = args.protocols or (["identity", "sample", "quality"] if args.quick else list(PROTOCOLS))
     missing = [str(ROOT / p) for d in args.datasets for p in (DATASETS[d].data, DATASETS[d].pretrain)
                if not (ROOT / p).is_file()]
     if missing:
@@ -730,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for dataset, seeds in all_results.items():
         for r in seeds:
-            for protocol in protocols_of(dataset, args.methods):  # one report per protocol, with its own oracle
+            for protocol in study.protocols(dataset):  # one report per protocol, with its own oracle
                 mine = [p for (q, _), p in r["runs"].items() if q == protocol]
                 write_report([r["original"], *mine], study.out / dataset / f"seed{r['seed']}" / "report" / protocol)
     collected = collect(all_results)

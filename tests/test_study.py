@@ -116,7 +116,10 @@ def test_claims_are_judged_on_paired_seeds():
     audit["GradientAscent"] = 0.4  # best among the baselines; the attack AUCs were not measured: no verdict
     assert verdicts(study.claims(data, "synthetic", [0, 1, 2], audit))["cure_lowest_membership"] == "inconclusive"
     # one seed decides nothing; no unseen-people pairs: the quality claim says so
-    lines = study.claims(collected([0.2], {m: v[:1] for m, v in gaps.items()}), "synthetic", [0])
+    one = collected([0.2], {m: v[:1] for m, v in gaps.items()})
+    assert study.claims(one, "synthetic", [0])[-1].endswith("CURE did not run in a quality protocol")
+    one.values[("synthetic", "quality", "Cure")] = {0: {"forget/mAP": 0.5}}
+    lines = study.claims(one, "synthetic", [0])
     assert set(verdicts(lines).values()) == {"inconclusive"}
     assert "no verification pairs of unseen people" in lines[-1]
 
@@ -220,7 +223,8 @@ def test_study_quick_runs_end_to_end(tmp_path):
             "data.eval_batch_size=128", "trainer.limit_train_batches=2"]
     results = tmp_path / "results.md"
     cmd = [sys.executable, str(ROOT / "benchmarks/study.py"), "--quick", "--epochs", "1", "--pretrain_epochs", "1",
-           "--methods", "Dispersion,Cure", "--out", str(tmp_path / "study"), "--results", str(results)]
+           "--methods", "Dispersion,Cure", "--protocols", "identity", "sample", "quality", "quality_known",
+           "--out", str(tmp_path / "study"), "--results", str(results)]
     cmd += [x for item in tiny for x in ("--set", item)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
