@@ -215,6 +215,7 @@ def test_cure_moves_toward_the_oracle_keeps_heldout_retain(method, sample_protoc
     failed = closer_to_oracle_than_theta0(figures, theta0, oracle)
     table = {name: " ".join(f"{k} {v[k]:.3f}" for k in GAP_KEYS) + f", average gap {average_gap(v, oracle):.3f}"
              for name, v in ((method, figures), ("θ0", theta0), ("oracle", oracle))}
+    print(*(f"{k}: {v}" for k, v in table.items()), sep="\n")  # the figures, for the log (pytest -rP)
     assert not failed, f"{'; '.join(failed)} | " + " | ".join(f"{k}: {v}" for k, v in table.items())
 
 
