@@ -82,8 +82,9 @@ class CureBounded(UnlearningMethod):
             centroids, assign = search.kmeans(z, k, seed=dm.hparams.seed)
             centroids = F.normalize(centroids.float(), dim=1)
             cosines = (z * centroids[assign]).sum(1)
+            # a cluster K-means left empty gets target 1: a forgotten image assigned to it is not pushed
             targets = torch.stack([torch.quantile(cosines[assign == c], self.hparams.target_quantile)
-                                   for c in range(k)])
+                                   if (assign == c).any() else torch.tensor(1.0) for c in range(k)])
             result = (centroids, targets)
         if trainer.world_size > 1:
             result = trainer.strategy.broadcast(result, src=0)
