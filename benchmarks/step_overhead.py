@@ -27,11 +27,6 @@ from unlearnkit.data.synthetic import generate_synthetic  # noqa: E402
 from unlearnkit.methods import unlearning_methods  # noqa: E402
 from unlearnkit.methods.base import Pretrain  # noqa: E402
 
-# the step ratio each method is held to (a method without one is timed and reported without a verdict)
-TARGETS = {"Finetune": 1.15, "GradientAscent": 1.15, "RandomLabel": 1.15, "Dispersion": 1.15,
-           "HardDispersion": 1.15, "BoundaryExpand": 1.15, "Cure": 1.6, "Scrub": 1.6, "BadTeacher": 1.6,
-           "BoundaryShrink": 2.3}
-
 
 class StepTimer(L.Callback):
     def __init__(self, skip: int) -> None:
@@ -116,7 +111,7 @@ def measure(args: argparse.Namespace, report=print, only=None) -> dict[str, floa
         model = methods[name](original=str(ckpt))
         seconds, images = time_steps(model, root, args, protocol, batch)
         ratios[name] = ratio = seconds / baseline
-        target = TARGETS.get(name)
+        target = methods[name].step_ratio_target  # declared in the method's file
         verdict = "" if target is None else f"  (target ≤ {target:.2f}: {'met' if ratio <= target else 'MISSED'})"
         report(f"step_ratio {name} {ratio:.2f}{verdict}  [{images:.0f} images delivered per step]")
     return ratios

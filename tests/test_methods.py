@@ -169,6 +169,7 @@ def test_declarations_name_the_methods_own_options(name):
     cls.tuning.check(name, options)
     assert set(cls.demo_overrides) <= set(options)
     assert cls.batches.parts and set(cls.batches.pk_parts) <= set(cls.batches.parts)
+    assert cls.step_ratio_target is None or cls.step_ratio_target >= 1.0  # a bound, not a measurement
 
 
 def test_registry_is_by_class_name_with_the_old_keys_as_aliases():

@@ -29,6 +29,7 @@ class BadTeacher(UnlearningMethod):
         incompetent_scale: multiplier of the incompetent teacher's cosine logits (None: the head's scale s).
     """
 
+    step_ratio_target = 1.6  # two teachers' logits on every batch
     batches = BatchRecipe(parts=("forget", "retain"))
     tuning = SearchSpace(strength=Knob("temperature", (1.0, 4.0)))
     label_free_baseline = True

@@ -52,6 +52,8 @@ class UnlearningMethod(FaceModule):
         label_free_baseline: compared without labels (sample protocol) as its ``labels: pseudo`` variant.
         identity_study: runs in the study's identity protocol.
         demo_overrides: model options the demo sets for it.
+        step_ratio_target: the most its training step may cost, as a multiple of a pretraining step on as many
+            images (``benchmarks/step_overhead.py`` reports met / MISSED; None: timed without a verdict).
 
     Args:
         original: the original model: our Lightning checkpoint (backbone, head and architecture) or an
@@ -76,6 +78,7 @@ class UnlearningMethod(FaceModule):
     label_free_baseline: ClassVar[bool] = False
     identity_study: ClassVar[bool] = True
     demo_overrides: ClassVar[Mapping[str, object]] = {}
+    step_ratio_target: ClassVar[float | None] = 1.15
 
     def batch_recipe(self) -> BatchRecipe:
         """Adds the pseudo-labels P×K batches group by and the epoch's minimum length (``min_steps``)."""

@@ -30,6 +30,7 @@ class Cure(UnlearningMethod):
         lambda_cos, lambda_con_forget, lambda_con_retain, lambda_fm, lambda_fd: λ1..λ5.
     """
 
+    step_ratio_target = 1.6  # θ0 embeds every batch too
     batches = BatchRecipe(parts=("forget", "retain"))
     tuning = SearchSpace(strength=Knob("lambda_cos", (1.0, 2.0)))
     identity_study = False  # a sample-protocol method: the study compares it without labels

@@ -47,6 +47,7 @@ class CureBounded(UnlearningMethod):
         lambda_forget, lambda_structure, lambda_fm: weights of L_f, L_s and the pointwise term.
     """
 
+    step_ratio_target = 1.6  # θ0 embeds every batch too
     batches = BatchRecipe(parts=("forget", "retain"))
     tuning = SearchSpace(lr=LogUniform(1e-5, 1e-2), strength=Knob("lambda_fm", (30.0, 10.0, 100.0)),
                          weights=(Knob("target_quantile", (0.0, 0.1, 0.25)), Knob("lambda_structure", (1.0, 10.0, 30.0))))

@@ -51,6 +51,7 @@ class SalUn(UnlearningMethod):
         saliency_ratio: γ, the fraction of weights that may move (0 < γ ≤ 1; 1 is random labeling on D_f ∪ D_r).
     """
 
+    step_ratio_target = 1.6  # a forget and a retain batch, and the mask applied to every weight
     batches = BatchRecipe(parts=("forget", "retain"))
     # lr over the default three decades, 1e-6 to 1e-3 (the probe: 3e-5 mild, 1e-3 past the best); γ on a log scale
     # down to 0.001: on the probe's θ0 the top 10 % of weights hold 99.97 % of the squared forget gradient, so the

@@ -33,6 +33,7 @@ class Scrub(UnlearningMethod):
             its steps set by ``max_epochs`` and ``trainer.max_epochs``.
     """
 
+    step_ratio_target = 1.6  # θ0's logits on every batch
     batches = BatchRecipe(parts=("forget", "retain"), one_part_per_step=True)
     tuning = SearchSpace(strength=Knob("forget_weight", (1.0, 2.0)), epochs=(5, 4, 8))  # passes: 4 = msteps 2 alone
     label_free_baseline = True
