@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import yaml
 
-from unlearnkit.demo import cli, trainer_overlay
+from unlearnkit.demo import cli, experiment_config, experiment_part, option_value, trainer_overlay
 from unlearnkit.errors import ConfigError
 from unlearnkit.frozen import load_frozen
 from unlearnkit.metrics import audit as A
@@ -61,23 +61,6 @@ def evaluated_once(template: Path, out: Path, epochs: int | None = None) -> Path
     embeddings the audit reads."""
     epochs = epochs or yaml.safe_load(template.read_text()).get("max_epochs", 1)
     return trainer_overlay(template, out, AUDIT_EVALUATION, max_epochs=epochs, check_val_every_n_epoch=epochs)
-
-
-def _experiment(path: str) -> dict:
-    config = yaml.safe_load(Path(path).read_text())
-    if not isinstance(config, dict) or "trainer" not in config:
-        raise ConfigError(f"{path} is not an experiment config (with trainer, data and model): see configs/experiment/")
-    return config
-
-
-def _linked(config_path: str, key: str) -> dict:
-    """The YAML a part of an experiment config points to (or holds inline)."""
-    value = _experiment(config_path)[key]
-    return yaml.safe_load((Path(config_path).parent / value).read_text()) if isinstance(value, str) else value
-
-
-def _option(extra: list[str], name: str, default=None):
-    return extra[extra.index(name) + 1] if name in extra and extra.index(name) + 1 < len(extra) else default
 
 
 def _without_model_options(extra: list[str]) -> list[str]:
@@ -124,19 +107,19 @@ class Audit:
         self.args, self.out = args, Path(args.out)
         if args.models < 3:
             raise ConfigError(f"--models {args.models}: the audit needs at least 3 models per side (U-LiRA leaves one out)")
-        self.protocol = _option(args.extra, "--data.protocol") or _linked(args.config, "data")["init_args"].get(
+        self.protocol = option_value(args.extra, "--data.protocol") or experiment_part(args.config, "data")["init_args"].get(
             "protocol", "identity")
         self.label_free = audit_methods(args.methods, self.protocol)
-        self.original = _option(args.extra, "--model.original") or _linked(args.config, "model")["init_args"].get(
+        self.original = option_value(args.extra, "--model.original") or experiment_part(args.config, "model")["init_args"].get(
             "original")
         if not self.original or not Path(self.original).is_file():
             raise ConfigError(f"θ0 checkpoint {self.original!r} not found: pass --model.original <last.ckpt> after --")
-        epochs = int(_option(args.extra, "--trainer.max_epochs", 0)) or None
+        epochs = int(option_value(args.extra, "--trainer.max_epochs", 0)) or None
         trainers = self.out / "trainers"
-        self.unlearn_trainer = evaluated_once(Path(args.config).parent / _experiment(args.config)["trainer"],
+        self.unlearn_trainer = evaluated_once(Path(args.config).parent / experiment_config(args.config)["trainer"],
                                                   trainers / "unlearn.yaml", epochs)
         self.oracle_trainer = evaluated_once(
-            Path(args.oracle_config).parent / _experiment(args.oracle_config)["trainer"], trainers / "oracle.yaml",
+            Path(args.oracle_config).parent / experiment_config(args.oracle_config)["trainer"], trainers / "oracle.yaml",
             int(args.oracle_epochs) if args.oracle_epochs else epochs)
         shared = _without_model_options(args.extra)
         digest = hashlib.sha1(json.dumps([Path(args.oracle_config).read_text(), self.oracle_trainer.read_text(),

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from unlearnkit.errors import ConfigError
+
 # each protocol of the demo and its data options
 PROTOCOL_ARGS = {"identity": [], "sample": ["--data.protocol", "sample", "--data.forget", "0.1"]}
 
@@ -29,6 +31,26 @@ PROTOCOL_ARGS = {"identity": [], "sample": ["--data.protocol", "sample", "--data
 def model_options(options: Mapping[str, object]) -> list[str]:
     """Model options as CLI arguments: ``{"lr": 0.01}`` → ``["--model.lr", "0.01"]``."""
     return [x for key, value in options.items() for x in (f"--model.{key}", str(value))]
+
+
+def experiment_config(path: str | Path) -> dict:
+    """An experiment config (``configs/experiment/*.yaml``: its trainer, data and model), read for the runners that
+    build runs from one (the audit, ``unlearnkit tune``)."""
+    config = yaml.safe_load(Path(path).read_text())
+    if not isinstance(config, dict) or "trainer" not in config:
+        raise ConfigError(f"{path} is not an experiment config (with trainer, data and model): see configs/experiment/")
+    return config
+
+
+def experiment_part(path: str | Path, key: str) -> dict:
+    """The YAML a part (``data``, ``model``) of an experiment config points to, or holds inline."""
+    value = experiment_config(path)[key]
+    return yaml.safe_load((Path(path).parent / value).read_text()) if isinstance(value, str) else value
+
+
+def option_value(args: list[str], name: str, default=None):
+    """The value given to ``name`` in CLI arguments (``["--data.protocol", "sample"]``), else ``default``."""
+    return args[args.index(name) + 1] if name in args and args.index(name) + 1 < len(args) else default
 
 
 def demo_plan(methods: str | None = None) -> dict[str, list[tuple[str, list[str]]]]:

@@ -299,7 +299,7 @@ class TuneCommand:
     """``unlearnkit tune``'s plan: the checks on its input, the trial runs and the command that runs the choice."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from unlearnkit.audit import _experiment, _linked, _option
+        from unlearnkit.demo import experiment_config, experiment_part, option_value
 
         self.args = args
         self.space, self.defaults = _space_and_defaults(args.method)
@@ -314,18 +314,18 @@ class TuneCommand:
         if not Path(args.config).is_file():
             raise ConfigError(f"--config {args.config}: no such file; give an unlearning experiment config "
                               f"(configs/experiment/)")
-        trainer = _experiment(args.config)["trainer"]
+        trainer = experiment_config(args.config)["trainer"]
         if not isinstance(trainer, str):
             raise ConfigError(f"{args.config}: tuning needs the trainer as a path to a trainer config, not inline")
-        data = _linked(args.config, "data").get("init_args", {})
-        self.protocol = _option(args.extra, "--data.protocol") or data.get("protocol", "identity")
+        data = experiment_part(args.config, "data").get("init_args", {})
+        self.protocol = option_value(args.extra, "--data.protocol") or data.get("protocol", "identity")
         self.objective = resolve_objective(args.objective, self.protocol)
         if self.objective.needs_oracle and not args.oracle:
             raise ConfigError(f"objective {self.objective.name!r} compares each trial with the retrain oracle: "
                               f"give --oracle <retrain last.ckpt> (trained on the validation draw's retain set)")
         if args.oracle and not Path(args.oracle).is_file():
             raise ConfigError(f"oracle checkpoint {args.oracle!r} not found: give the retrain run's last.ckpt")
-        original = _option(args.extra, "--model.original") or _linked(args.config, "model").get(
+        original = option_value(args.extra, "--model.original") or experiment_part(args.config, "model").get(
             "init_args", {}).get("original")
         if not original or not Path(original).is_file():
             raise ConfigError(f"θ0 checkpoint {original!r} not found: pass --model.original <last.ckpt> after --")
