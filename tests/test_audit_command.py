@@ -156,3 +156,28 @@ def test_audit_methods_all_on_both_protocols_plans_every_run(tmp_path, original_
     with pytest.raises(Exception, match="protocol is given twice"):
         audit.main(["--config", "c", "--oracle-config", "r", "--methods", "all", "--protocols", "sample", "--",
                     "--data.protocol", "sample"])
+
+
+def test_audit_unlearning_epochs_leave_the_oracles_recipe_alone(tmp_path, original_ckpt, monkeypatch):
+    """``-- --trainer.max_epochs 2`` sets the unlearning runs' epochs; the oracles keep their retrain recipe's
+    (the trainer config's 1 here; ``--oracle-epochs`` sets them), so the cached oracles are still retrains."""
+    import unlearnkit.audit as audit
+
+    write_configs(tmp_path, tmp_path / "faces")
+    ran = []
+    monkeypatch.setattr(audit, "cli", lambda argv: ran.append(argv))
+    args = ["--config", str(tmp_path / "unlearn.yaml"), "--oracle-config", str(tmp_path / "retrain.yaml"),
+            "--methods", "Cure", "--models", "3", "--seed", "0", "--out", str(tmp_path / "audit"), "--cache",
+            str(tmp_path / "oracles")]
+    assert audit.main([*args, "--", "--model.original", str(original_ckpt), "--trainer.max_epochs", "2"]) == 0
+    oracle, method = ran
+
+    def epochs(argv):
+        trainer = yaml.safe_load(open(argv[argv.index("--trainer") + 1]))["max_epochs"]
+        return int(argv[len(argv) - 1 - argv[::-1].index("--trainer.max_epochs") + 1]) \
+            if "--trainer.max_epochs" in argv else trainer
+
+    assert epochs(method) == 2 and epochs(oracle) == 1
+    ran.clear()
+    assert audit.main([*args, "--oracle-epochs", "3", "--", "--model.original", str(original_ckpt)]) == 0
+    assert epochs(ran[0]) == 3

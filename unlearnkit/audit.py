@@ -63,15 +63,15 @@ def evaluated_once(template: Path, out: Path, epochs: int | None = None) -> Path
     return trainer_overlay(template, out, AUDIT_EVALUATION, max_epochs=epochs, check_val_every_n_epoch=epochs)
 
 
-def _without_model_options(extra: list[str]) -> list[str]:
-    """The options of ``extra`` that are not the unlearning model's (``--model.x value`` pairs dropped): what the
-    oracles are given."""
+def oracle_options(extra: list[str]) -> list[str]:
+    """The options of ``extra`` the oracles are given: all but the unlearning model's (``--model.x value``) and the
+    unlearning epochs (``--trainer.max_epochs``, which the oracles take from ``--oracle-epochs`` or their config)."""
     kept, skip = [], False
     for i, arg in enumerate(extra):
         if skip:
             skip = False
             continue
-        if arg.startswith("--model."):
+        if arg.startswith("--model.") or arg.split("=", 1)[0] == "--trainer.max_epochs":
             skip = "=" not in arg and i + 1 < len(extra) and not extra[i + 1].startswith("--")
             continue
         kept.append(arg)
@@ -120,8 +120,8 @@ class Audit:
                                                   trainers / "unlearn.yaml", epochs)
         self.oracle_trainer = evaluated_once(
             Path(args.oracle_config).parent / experiment_config(args.oracle_config)["trainer"], trainers / "oracle.yaml",
-            int(args.oracle_epochs) if args.oracle_epochs else epochs)
-        shared = _without_model_options(args.extra)
+            int(args.oracle_epochs) if args.oracle_epochs else None)  # the retrain recipe's own epochs by default
+        shared = oracle_options(args.extra)
         digest = hashlib.sha1(json.dumps([Path(args.oracle_config).read_text(), self.oracle_trainer.read_text(),
                                           shared]).encode()).hexdigest()[:12]
         self.oracle_root = Path(args.cache) / f"oracle-{digest}"
