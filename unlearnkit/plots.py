@@ -96,6 +96,10 @@ def save_cs_histograms(evs: dict, protocol: str, path: str | Path):
     return save_figure(fig, path)
 
 
+# how θ0 and the retrain oracle are marked on every forget-vs-retain plot
+REFERENCE_STYLE = {"original": dict(marker="s", c="black", s=60), "oracle": dict(marker="*", c="#2ca02c", s=160)}
+
+
 def save_tradeoff(points: list[dict], path: str | Path):
     """Forget mAP (x) vs retain mAP (y), one panel per protocol; ``points``: {panel, label, kind, forget, retain}
     and, for means over seeds, optional ``forget_std`` / ``retain_std`` drawn as error bars.
@@ -104,8 +108,7 @@ def save_tradeoff(points: list[dict], path: str | Path):
     """
     panels = sorted({p["panel"] for p in points}) or [""]
     fig, axes = _figure(len(panels), width=5.0, height=4.5)
-    style = {"method": dict(marker="o", c="#1f77b4", s=30), "original": dict(marker="s", c="black", s=60),
-             "oracle": dict(marker="*", c="#2ca02c", s=160)}
+    style = {"method": dict(marker="o", c="#1f77b4", s=30), **REFERENCE_STYLE}
     for ax, panel in zip(axes, panels):
         for kind in ("method", "original", "oracle"):
             mine = [p for p in points if p["panel"] == panel and p["kind"] == kind]
@@ -119,11 +122,7 @@ def save_tradeoff(points: list[dict], path: str | Path):
             for p in mine:
                 ax.annotate(p["label"], (p["forget"], p["retain"]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
-        ax.set_title(f"protocol: {panel}" if panel else "trade-off")
-        ax.set_xlabel("forget mAP (lower = more forgotten)")
-        ax.set_ylabel("retain mAP (higher = more kept)")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
+        _forget_retain_axes(ax, panel, "trade-off", fontsize=8)
     return save_figure(fig, path)
 
 
@@ -137,7 +136,6 @@ def save_fronts(curves: list[dict], references: list[dict], path: str | Path):
     at their mean."""
     panels = list(dict.fromkeys(c["panel"] for c in [*curves, *references])) or [""]  # in the order given
     fig, axes = _figure(len(panels), width=5.0, height=4.5)
-    style = {"original": dict(marker="s", c="black", s=60), "oracle": dict(marker="*", c="#2ca02c", s=160)}
     colours = {label: f"C{k % 10}" for k, label in enumerate(dict.fromkeys(c["label"] for c in curves))}
     for ax, panel in zip(axes, panels):
         for curve in (c for c in curves if c["panel"] == panel):
@@ -150,10 +148,15 @@ def save_fronts(curves: list[dict], references: list[dict], path: str | Path):
             ax.fill_between(fx[order], (fy - sy)[order], (fy + sy)[order], color=colour, alpha=0.15, lw=0)
         for ref in (r for r in references if r["panel"] == panel):
             ax.scatter([np.nanmean(ref["forget"])], [np.nanmean(ref["retain"])], label=ref["label"],
-                       zorder=3, **style[ref["kind"]])
-        ax.set_title(f"protocol: {panel}" if panel else "trade-off fronts")
-        ax.set_xlabel("forget mAP (lower = more forgotten)")
-        ax.set_ylabel("retain mAP (higher = more kept)")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=7)
+                       zorder=3, **REFERENCE_STYLE[ref["kind"]])
+        _forget_retain_axes(ax, panel, "trade-off fronts", fontsize=7)
     return save_figure(fig, path)
+
+
+def _forget_retain_axes(ax, panel: str, untitled: str, fontsize: int) -> None:
+    """Title, labels, grid and legend of a forget-vs-retain panel (the trade-off plot and the fronts)."""
+    ax.set_title(f"protocol: {panel}" if panel else untitled)
+    ax.set_xlabel("forget mAP (lower = more forgotten)")
+    ax.set_ylabel("retain mAP (higher = more kept)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=fontsize)
