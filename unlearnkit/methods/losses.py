@@ -13,6 +13,12 @@ def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
                     log_target=True, reduction="batchmean") * t * t
 
 
+def other_labels(labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """A label drawn uniformly from the classes other than each one's own (random labeling, SalUn); fresh each call."""
+    other = torch.randint(0, num_labels - 1, labels.shape, device=labels.device)
+    return other + (other >= labels).long()
+
+
 def cosine_to_teacher(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Per-sample cosine between normalised student and teacher embeddings of the same images."""
     return (student * teacher).sum(1)

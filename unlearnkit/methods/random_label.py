@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-
 from unlearnkit.methods.base import UnlearningMethod
+from unlearnkit.methods.losses import other_labels
 
 
 class RandomLabel(UnlearningMethod):
@@ -22,8 +21,6 @@ class RandomLabel(UnlearningMethod):
     def unlearning_loss(self, batch):
         data = batch["forget"]
         labels = self.labels_of(data)
-        other = torch.randint(0, self.num_labels - 1, labels.shape, device=labels.device)
-        other = other + (other >= labels).long()  # uniform over the other classes
-        forget = self.margin_loss(self.embed(data["image"]), other)
+        forget = self.margin_loss(self.embed(data["image"]), other_labels(labels, self.num_labels))
         retain = self.retain_term(batch)
         return {"loss": forget + retain, "forget_loss": forget, "retain_loss": retain}

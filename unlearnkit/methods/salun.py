@@ -7,6 +7,7 @@ import torch
 from unlearnkit.batch_recipe import BatchRecipe
 from unlearnkit.errors import ConfigError
 from unlearnkit.methods.base import UnlearningMethod
+from unlearnkit.methods.losses import other_labels
 from unlearnkit.methods.search_space import Range, SearchSpace
 from unlearnkit.utils.modes import eval_mode
 
@@ -148,8 +149,7 @@ class SalUn(UnlearningMethod):
     def unlearning_loss(self, batch):
         forget, retain = batch["forget"], batch["retain"]
         true = self.labels_of(forget)
-        other = torch.randint(0, self.num_labels - 1, true.shape, device=true.device)
-        other = other + (other >= true).long()  # uniform over the other classes
+        other = other_labels(true, self.num_labels)
         n_f = true.shape[0]
         z = self.embed(torch.cat([forget["image"], retain["image"]]))
         forget_loss = self.margin_loss(z[:n_f], other)
