@@ -74,6 +74,9 @@ def test_audit_quick_end_to_end_and_resumable(tiny_faces, original_ckpt, tmp_pat
     assert relearned["theta0"]["steps"] == 0 and relearned["seeds"] == 1
     assert set(relearned["methods"]) == {"Cure", "GradientAscent"}
     assert relearned["recipe"]["fraction"] == 1.0 and relearned["recipe"]["max_steps"] == 10
+    # the index is a ratio of relearn times: none where the oracles hit the step cap (a lower bound, not a time)
+    assert all((m["anamnesis_index"] is not None) == relearned["retrained"]["reached"]
+               for m in relearned["methods"].values())
     assert "## Relearn time" in (out / "audit.md").read_text()
     # each relearned run keeps its result, so a later audit relearns nothing again (oracles in the shared cache)
     assert (out / "runs" / "Cure" / "seed-0" / "relearn.json").is_file()

@@ -354,7 +354,8 @@ def relearn_times(plan: Audit) -> dict:
     methods = {}
     for method in plan.label_free:
         mine = summary([timed(plan.method_run(method, s)) for s in seeds])
-        mine["anamnesis_index"] = mine["steps"] / oracle["steps"] if oracle["steps"] > 0 else None
+        # a ratio to the oracles' step cap would be a ratio to a lower bound: no index unless they relearned
+        mine["anamnesis_index"] = mine["steps"] / oracle["steps"] if oracle["steps"] > 0 and oracle["reached"] else None
         methods[method] = mine
     theta0 = relearn(plan.original, datamodule, target, recipe)
     return {"recipe": asdict(recipe), "theta0_forget_mAP": theta0_map, "target": target, "seeds": len(seeds),
@@ -395,7 +396,8 @@ def relearn_markdown(figures: dict) -> list[str]:
              f"identity centroids, BatchNorm frozen, checked every {r['eval_every']} steps, cap {r['max_steps']} "
              f"steps; mean over {figures['seeds']} seed(s). Anamnesis Index = the method's steps / the oracles' "
              "(≈ 1: as hard to relearn as for a model that never saw D_f; ≪ 1: hidden, not removed; 0 steps: its "
-             "forget mAP never fell below the target, nothing to relearn).", "",
+             "forget mAP never fell below the target, nothing to relearn; –: the oracles did not relearn within "
+             "the cap, so there is no ratio to take: raise --relearn-steps or lower --relearn-fraction).", "",
              "| model | relearn steps | per seed | reached | Anamnesis Index |", "|---|---:|---|---|---:|"]
     entries = [("θ0", figures["theta0"]), ("retrained oracles", figures["retrained"]), *figures["methods"].items()]
     for name, e in entries:
