@@ -1,4 +1,4 @@
-"""``unlearnkit audit`` end to end in its quick form: 3 oracles and 3 runs of two methods on the tiny set,
+"""``unlearnkit audit`` end to end in its quick form: 4 oracles and 4 runs of two methods on the tiny set,
 resumable, with the scores recomputable from the saved matrices."""
 
 from __future__ import annotations
@@ -38,15 +38,15 @@ def test_audit_quick_end_to_end_and_resumable(tiny_faces, original_ckpt, tmp_pat
     write_configs(tmp_path, tiny_faces)
     out, cache = tmp_path / "audit", tmp_path / "oracles"
     argv = ["audit", "--config", str(tmp_path / "unlearn.yaml"), "--oracle-config", str(tmp_path / "retrain.yaml"),
-            "--methods", "Cure", "GradientAscent", "--models", "3", "--out", str(out), "--cache", str(cache),
+            "--methods", "Cure", "GradientAscent", "--models", "4", "--out", str(out), "--cache", str(cache),
             "--", "--model.original", str(original_ckpt)]
     assert main(argv) == 0
     result = json.loads((out / "audit.json").read_text())
-    assert set(result["methods"]) == {"Cure", "GradientAscent"} and result["models"] == 3
+    assert set(result["methods"]) == {"Cure", "GradientAscent"} and result["models"] == 4
     for name, m in result["methods"].items():
         # anyone can recompute the score from the saved matrices
         u, r = np.load(out / "stats" / f"{name}_forget.npy"), np.load(out / "stats" / "retrained_forget.npy")
-        assert u.shape == r.shape == (3, result["forget_examples"])
+        assert u.shape == r.shape == (4, result["forget_examples"])
         assert m["forget_score"] == pytest.approx(A.forget_score(u, r), abs=1e-12)
         assert 0 <= m["ulira_forget"]["auc"] <= 1 and len(m["epsilons"]) == u.shape[1]
         # its noise control: θ0's embeddings plus noise of its drift, scored the same way, matrices saved
@@ -69,7 +69,7 @@ def test_audit_quick_end_to_end_and_resumable(tiny_faces, original_ckpt, tmp_pat
     split = argv.index("--")
     assert main([*argv[:split], "--relearn", "1", "--relearn-steps", "10", *argv[split:]]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
-    assert len(lines) == 9 and all("cached" in line for line in lines)
+    assert len(lines) == 4 * 3 and all("cached" in line for line in lines)  # 4 seeds: an oracle and 2 methods
     relearned = json.loads((out / "audit.json").read_text())["relearn"]
     assert relearned["theta0"]["steps"] == 0 and relearned["seeds"] == 1
     assert set(relearned["methods"]) == {"Cure", "GradientAscent"}
@@ -87,7 +87,7 @@ def test_audit_quick_end_to_end_and_resumable(tiny_faces, original_ckpt, tmp_pat
     result = json.loads((out / "audit.json").read_text())
     assert main(["report", str(out / "runs" / "Cure" / "seed-0"), "--out", str(tmp_path / "rep")]) == 0
     report = (tmp_path / "rep" / "report.md").read_text()
-    assert "## Privacy audit (sample protocol)" in report and "resolvable ε 0–1" in report
+    assert "## Privacy audit (sample protocol)" in report and "resolvable ε 0–2" in report
     cure = next(line for line in report.splitlines() if line.startswith("| Cure |"))
     assert fmt(result["methods"]["Cure"]["forget_score"]) in cure and fmt(result["methods"]["Cure"]["ulira_retain"]["auc"]) in cure
     oracle_run = next(cache.glob("oracle-*/seed-0"))
