@@ -25,12 +25,17 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "configs" / "experiment"
 FORGET = ["Tony_Blair", "Hugo_Chavez", "Keanu_Reeves"]
 
 
+def shared_folder(name: str, marker: str) -> Path:
+    """``../shared/data/<name>``, or a skip with a message where it (its ``marker`` file) is absent."""
+    root = SHARED_DATA / name
+    if not (root / marker).is_file():
+        pytest.skip(f"{name} not found at {root} (set UNLEARNKIT_SHARED_DATA to the shared/data folder)")
+    return root
+
+
 @pytest.fixture(scope="module")
 def lfw_root() -> Path:
-    root = SHARED_DATA / "lfw_subset"
-    if not (root / "pairs_same_covered.txt").is_file():
-        pytest.skip(f"real faces not found at {root} (set UNLEARNKIT_SHARED_DATA to the shared/data folder)")
-    return root
+    return shared_folder("lfw_subset", "pairs_same_covered.txt")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -115,10 +120,7 @@ CONFIGS = EXPERIMENTS.parent
 
 @pytest.fixture(scope="module")
 def pins_root() -> Path:
-    root = SHARED_DATA / "pins_faces"
-    if not (root / "identities.txt").is_file():
-        pytest.skip(f"Pins faces not found at {root} (set UNLEARNKIT_SHARED_DATA to the shared/data folder)")
-    return root
+    return shared_folder("pins_faces", "identities.txt")
 
 
 def pins_datamodule(pins_root: Path, run_dir: Path, **overrides):
