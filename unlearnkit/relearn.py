@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import yaml
 
 from unlearnkit.errors import ConfigError
-from unlearnkit.frozen import load_frozen
+from unlearnkit.frozen import embed_indices, load_frozen
 from unlearnkit.heads.margin import CentroidHead
 from unlearnkit.metrics.collector import EmbeddingCollector, EvalEmbeddings
 from unlearnkit.metrics.measures import retrieval_metrics
@@ -111,13 +111,8 @@ def _centroid_head(model: torch.nn.Module, datamodule, recipe: RelearnRecipe) ->
     indices = datamodule.part_indices("forget")
     labels = datamodule.labels[indices]
     people = {int(y): k for k, y in enumerate(np.unique(labels))}
-    z = []
     with torch.no_grad():
-        for start in range(0, len(indices), 256):
-            batch = datamodule.transform.batch([datamodule.source.load(int(i)) for i in indices[start:start + 256]],
-                                               [False] * len(indices[start:start + 256]))
-            z.append(F.normalize(model(batch).float(), dim=1))
-    z = torch.cat(z)
+        z = embed_indices(model, datamodule, indices)
     rows = torch.zeros(len(people), z.shape[1]).index_add_(0, torch.tensor([people[int(y)] for y in labels]), z)
     return CentroidHead(rows, s=recipe.scale, m=recipe.margin), people
 
