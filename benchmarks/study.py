@@ -200,17 +200,16 @@ class Study:
         return metrics
 
     def add_run_seconds(self, seconds: float) -> None:
-        """Kept per data set in ``<out>/run_seconds.json``: a study resumed or re-collected later still reports
-        its cost."""
-        path = self.out / "run_seconds.json"
-        spent = json.loads(path.read_text()) if path.is_file() else {}
-        spent[self.dataset] = spent.get(self.dataset, 0.0) + seconds
+        """Kept in ``<out>/<dataset>/run_seconds.json``: a study resumed or re-collected later still reports its
+        cost, and data sets run side by side (one process each, ``--datasets``) never write the same file."""
+        path = self.out / self.dataset / "run_seconds.json"
+        spent = json.loads(path.read_text()) if path.is_file() else 0.0
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(spent))
+        path.write_text(json.dumps(spent + seconds))
 
     def run_minutes(self) -> dict[str, float]:
-        path = self.out / "run_seconds.json"
-        return {k: v / 60 for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
+        return {path.parent.name: json.loads(path.read_text()) / 60
+                for path in sorted(self.out.glob("*/run_seconds.json"))}
 
     def trainer_config(self, oracle: Path | None, epochs: int, path: Path, **overrides) -> Path:
         return trainer_overlay(ROOT / "configs/trainer/cpu_unlearn.yaml", path,
