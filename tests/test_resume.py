@@ -147,6 +147,30 @@ def test_demo_and_study_runs_resume_a_stopped_run(tiny_faces, tmp_path):
     assert (run_dir / "metrics.json").stat().st_mtime_ns == finished
 
 
+def test_a_run_stopped_after_its_final_checkpoint_still_gets_its_evaluation(tiny_faces, tmp_path):
+    """Stopped between the final checkpoint and the summary (a SIGTERM in the study did this), the resumed run has
+    no epoch left to train: its evaluation still runs and metrics.json matches the run's own, not a summary
+    without a single evaluation value that a resumed study would take for a finished run."""
+    from unlearnkit.demo import cli
+
+    config = _config(tiny_faces, tmp_path / "run.yaml")
+    settings = yaml.safe_load(config.read_text())
+    del settings["checkpoint"]  # the default: last.ckpt at the end of each epoch, after its evaluation
+    config.write_text(yaml.safe_dump(settings))
+    run_dir = tmp_path / "run"
+    args = ["fit", "--config", str(config), "--run_dir", str(run_dir), "--trainer.max_epochs", "1"]
+    assert main(args) == 0
+    finished = _metrics(run_dir)
+    assert "retain/mAP" in finished
+    (run_dir / "metrics.json").unlink()  # as if stopped after the final checkpoint, before the summary
+    (run_dir / "evaluation.json").unlink()
+    resumed = cli(args)
+    assert json.loads((run_dir / "metrics.json").read_text())["stage"] == "fit"
+    assert (run_dir / "evaluation.json").is_file()
+    evaluated = {k: v for k, v in finished.items() if "/" in k and not k.startswith(("train/", "cost/"))}
+    _assert_same(evaluated, {k: resumed[k] for k in evaluated})
+
+
 def test_checkpoint_save_is_atomic_and_load_weights_only(tmp_path):
     io = AtomicCheckpointIO()
     path = tmp_path / "checkpoints" / "last.ckpt"

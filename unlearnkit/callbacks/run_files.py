@@ -43,7 +43,7 @@ class RunSummary(L.Callback):
     def __init__(self, filename: str = "metrics.json") -> None:
         self.filename = filename
 
-    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         evaluation = evaluation_summary(trainer)
         metrics = {k: _scalar(v) for k, v in trainer.callback_metrics.items()}
         metrics.update({k: _scalar(v) for k, v in (evaluation or {}).get("metrics", {}).items()})
@@ -75,8 +75,8 @@ class RunSummary(L.Callback):
         self._log_bad_images(trainer, pl_module)
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        self._write(trainer, pl_module, "fit")
+        self.write(trainer, pl_module, "fit")
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.state.fn == "validate":
-            self._write(trainer, pl_module, "validate")
+            self.write(trainer, pl_module, "validate")

@@ -23,6 +23,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from unlearnkit.callbacks.evaluation import FaceEvaluation
 from unlearnkit.callbacks.requeue import SlurmRequeue
 from unlearnkit.callbacks.run_files import RunSummary
 from unlearnkit.checkpoints import AtomicCheckpointIO, read_lightning_checkpoint
@@ -100,6 +101,23 @@ class UnlearnCLI(LightningCLI):
         for logger in trainer.loggers if trainer is not None else []:
             if isinstance(logger, WandbLogger) and logger._experiment is not None:  # started on this rank
                 logger.experiment.finish(exit_code=1 if failed else 0)
+
+    def after_fit(self) -> None:
+        """A run stopped between its final checkpoint and its summary resumes with no epoch left to train, so the
+        evaluation it ends with never runs and ``metrics.json`` would lack every evaluation value (a finished run
+        to ``demo.cli`` and the study): evaluate the restored model now, then write the summary a run that was
+        never stopped writes."""
+        trainer = self.trainer
+        evaluation = next((c for c in trainer.callbacks if isinstance(c, FaceEvaluation)), None)
+        every = trainer.check_val_every_n_epoch
+        due = every is not None and trainer.current_epoch > 0 and trainer.current_epoch % every == 0
+        if (evaluation is None or evaluation.summary() is not None or not self.config[self.subcommand].get("ckpt_path")
+                or trainer.limit_val_batches == 0 or not due):
+            return
+        trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
+        for callback in trainer.callbacks:
+            if isinstance(callback, RunSummary):
+                callback.write(trainer, self.model, "fit")
 
     def instantiate_classes(self) -> None:
         try:
