@@ -22,6 +22,8 @@ settings, wall time per data set) and ``docs/results/<dataset>-fronts.png``; pri
 ``claim <name> holds|fails|inconclusive [<dataset>] <figures>``.
 
 Every run goes through the same CLI and configs a user runs; a stopped study resumes (finished runs are kept).
+Data sets can run side by side, one process each (``--datasets``); ``--prepare`` trains only θ0 and the oracles of
+``--seeds`` (a second process, or an array job, while the first seed tunes).
 ``--quick``: one seed, the synthetic set, 8 pretraining and 2 unlearning epochs, every method at its defaults
 (budget 1: no tuning runs), no fronts, no ``quality_known`` (``--protocols`` to add it); a smoke test of the whole
 pipeline, not a result.
@@ -262,8 +264,9 @@ class Study:
                               str(split_run / "split.csv")])
         return oracle_dir
 
-    def run_seed(self, dataset: str, seed: int, chosen: dict | None = None) -> dict:
-        """Every run of one seed; tunes first unless ``chosen`` settings (per protocol) are given."""
+    def run_seed(self, dataset: str, seed: int, chosen: dict | None = None, prepare: bool = False) -> dict:
+        """Every run of one seed; tunes first unless ``chosen`` settings (per protocol) are given. ``prepare``: only
+        the long runs, θ0 and the oracles (the validation draw's too where this seed tunes), none of the methods'."""
         from unlearnkit.tuning import trial_arguments
 
         a, base, spec = self.args, self.out / dataset / f"seed{seed}", DATASETS[dataset]
@@ -294,12 +297,15 @@ class Study:
                         lambda trainer, first=first: [*common(first, trainer), "--data.forget_seed", "1"],
                         [*extra, "--data.forget_seed", "1"])
                     validation_oracle = validation_oracle / "checkpoints" / "last.ckpt"
+            if settings_here is None and not prepare:
                 tune_trainer = self.tune_trainer(base, protocol, validation_oracle)
                 settings_here = {method: self.choose(base, protocol, method, common, tune_trainer, seed)
                                  for method in methods}
             results["chosen"][protocol] = settings_here
             oracle_dir = self.oracle(base, protocol, pretrain, lambda trainer, first=first: common(first, trainer),
                                      extra)
+            if prepare:
+                continue
             manifest = ["--data.split_manifest", str(base / "split" / protocol / "split.csv")]
             trainer = self.trainer_config(oracle_dir / "checkpoints" / "last.ckpt", a.epochs or 5,
                                           base / f"trainer-{protocol}.yaml")
@@ -676,6 +682,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="run each method along its strength knob (default: on, off in --quick)")
     parser.add_argument("--front_points", type=int, default=4,
                         help="settings on each front at least: the knob's declared values, filled with midpoints (4)")
+    parser.add_argument("--prepare", action="store_true",
+                        help="train only θ0 and the oracles of --seeds, then stop: a second process (or array job) "
+                             "does these long runs while the first seed tunes")
     parser.add_argument("--protocols", nargs="+", default=None, choices=list(PROTOCOLS),
                         help="protocols to run (default: all; quick: identity sample quality)")
     parser.add_argument("--methods", default=None,
@@ -725,6 +734,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plan {dataset}: {runs} runs for seeds {args.seeds} ({tuning} tuning trials, budget "
               f"{study.budget(dataset)} per method; fronts {'on, ' + str(args.front_points) + ' settings' if args.fronts else 'off'})"
               , flush=True)
+    if args.prepare:
+        try:
+            for dataset in args.datasets:
+                for i, seed in enumerate(args.seeds):  # the tuning seeds also get their validation draw's oracles
+                    chosen = None if i < args.tune_seeds else dict.fromkeys(study.protocols(dataset), {})
+                    study.run_seed(dataset, seed, chosen, prepare=True)
+        except RunFailed as err:
+            print(f"error: {err}; call the study again to resume", file=sys.stderr)
+            return 2
+        print(f"prepared θ0 and the oracles of {args.datasets} for seeds {args.seeds}")
+        return 0
     all_results = {}
     for dataset in args.datasets:
         try:

@@ -206,6 +206,29 @@ def test_study_tunes_on_the_validation_draw_runs_fronts_and_resumes(tmp_path, mo
     assert study.main(argv) == 0 and len(fake.made) == made  # resumed: every run (and trial) was finished
 
 
+def test_study_prepare_trains_only_theta0_and_the_oracles_then_the_study_reuses_them(tmp_path, monkeypatch, capsys):
+    """``--prepare`` (a second process while the first seed tunes): θ0, the split runs and the oracles of each seed,
+    the validation draw's oracles only on the tuning seed, no method run; the study then makes none of these again."""
+    fake = StandInCli()
+    monkeypatch.setattr(study, "cli", fake)
+    argv = ["--budget", "2", "--seeds", "0", "1", "--datasets", "synthetic", "--methods", "Dispersion,Cure",
+            "--epochs", "1", "--out", str(tmp_path / "study"), "--results", str(tmp_path / "results.md"), "--verbose"]
+    assert study.main([*argv, "--prepare"]) == 0
+    made = [a[a.index("--run_dir") + 1] for a in fake.made]
+    assert "prepared θ0 and the oracles" in capsys.readouterr().out
+    protocols = study.protocols_of("synthetic", ["Dispersion", "Cure"])
+    oracles = [p for p in made if p.endswith("-oracle")]
+    validation = [p for p in oracles if "-validation-" in p]
+    assert len(oracles) == 2 * len(protocols) + len(validation) and validation
+    assert all("/seed0/" in p for p in validation)  # seed 1 reuses seed 0's choice: it never tunes
+    assert sum(p.endswith("/original") for p in made) == 2
+    assert not [p for p in made if "/tune/" in p or "/front/" in p or "Dispersion" in p.rsplit("/", 1)[-1]]
+    prepared = set(made)
+    assert study.main(argv) == 0
+    again = [a[a.index("--run_dir") + 1] for a in fake.made[len(made):]]
+    assert again and not prepared & set(again)
+
+
 def test_study_refuses_unknown_methods_and_a_missing_audit(tmp_path, capsys):
     assert study.main(["--methods", "Dispersion,Nope", "--out", str(tmp_path)]) == 2
     assert "--methods names 'Nope', which the study does not run" in capsys.readouterr().err
