@@ -7,8 +7,8 @@ one-step run writes the split's manifest); give every method the same tuning bud
 the real ones), judged by its protocol's objective, on a *validation* forget draw (``data.forget_seed 1``, with an
 oracle retrained on that draw's D_r for the sample and quality objectives), never the evaluation split; tuning
 runs on the first seed (``--tune_seeds`` to tune on more) and its choice is used for every seed; run the chosen
-setting on the evaluation split with the oracle configured; run each method along its strength knob
-(``--front_points`` settings at least: its trade-off front, whose forget mAP at a retain mAP drop of 2 points is
+setting on the evaluation split with the oracle configured; run each method along its learning rate
+(``--front_points`` settings over the searched range, and the chosen one: its trade-off front, whose forget mAP at a retain mAP drop of 2 points is
 the method's headline).
 
 The quality protocol runs with the built-in quality score and, where the data set records each image's quality
@@ -135,30 +135,21 @@ def study_plan(epochs: int | None = None) -> dict[str, dict[str, dict]]:
     return plan
 
 
-def spread(values, count: int, log: bool = False) -> list[float]:
-    """``values`` and, while fewer than ``count``, the midpoints of neighbours (widest gap first; geometric with
-    ``log``), sorted."""
-    out = sorted(set(float(v) for v in values))
-    gap = (lambda a, b: b / a) if log else (lambda a, b: b - a)
-    while 1 < len(out) < count:
-        a, b = max(zip(out, out[1:]), key=lambda pair: gap(*pair))
-        out = sorted([*out, math.sqrt(a * b) if log else (a + b) / 2])
-    return out
-
-
 def front_settings(method: str, chosen: dict, points: int) -> tuple[str, list[dict]]:
-    """The settings of a method's trade-off front: ``points`` values of its strength knob (its declared values,
-    or a range's ends, filled with midpoints), the chosen setting's other options kept; a method without a strength
-    knob moves along its learning rate. Returns the knob's name and the settings, the chosen value among them."""
+    """The settings of a method's trade-off front: its learning rate at ``points`` values evenly spaced on a log
+    scale over the whole range tuning searches (the chosen lr added), the chosen setting's other options kept.
+
+    The step size is the strength every method has, and over that range it spans the trade-off from θ0 unchanged
+    to a collapsed embedding. The declared knobs (``SearchSpace.strength``) are tuned but make poor fronts: two
+    temperatures or two weight decays span too little, and at a chosen lr that leaves θ0 unchanged (what tuning
+    picked for every identity method on the synthetic set, where each setting that moves the forgotten people also
+    moves the others) a knob's front is one point. Returns ``"lr"`` and the settings, the chosen one among them."""
     cls = unlearning_methods()[method]
-    space, current = cls.tuning, {**method_defaults(cls), **chosen}
-    if space.strength is None:
-        name, values = "lr", space.lr.values(float(current["lr"]), points)
-    else:
-        strength = space.strength
-        name, values = strength.name, spread(strength.values, points, getattr(strength, "log", False))
-    values = sorted(set(values) | {float(current[name])})
-    return name, [{**chosen, name: value} for value in values]
+    low, high = cls.tuning.lr.bounds(float(method_defaults(cls)["lr"]))
+    values = [float(f"{low * (high / low) ** (i / max(points - 1, 1)):.4g}") for i in range(points)] \
+        if low < high else [low]
+    values = sorted(set(values) | {float(chosen["lr"])})
+    return "lr", [{**chosen, "lr": value} for value in values]
 
 
 class RunFailed(Exception):
@@ -310,7 +301,7 @@ class Study:
             trainer = self.trainer_config(oracle_dir / "checkpoints" / "last.ckpt", a.epochs or 5,
                                           base / f"trainer-{protocol}.yaml")
             for method in methods:
-                run = base / f"{protocol}-{method}"
+                run = base / f"{protocol}-{method}-{setting_key(settings_here[method])}"  # a new choice, a new run
                 self.cli(run, [*common(method, trainer), *manifest, *trial_arguments(settings_here[method])])
                 results["runs"][(protocol, method)] = run
                 if a.fronts:
@@ -326,7 +317,7 @@ class Study:
         return results
 
     def planned_runs(self, dataset: str) -> tuple[int, int]:
-        """(runs, of which tuning trials) this data set needs, finished ones included: per seed θ0, per protocol
+        """(runs at most, of which tuning trials) this data set needs, finished ones included: per seed θ0, per protocol
         the split run, the oracle and each method's run and front; on tuned seeds the trials and, for the protocols
         tuned against the oracle, the validation draw's split run and oracle."""
         a, budget = self.args, self.budget(dataset)
@@ -334,7 +325,7 @@ class Study:
         per_seed, per_tuned, trials = 1, 0, 0
         for protocol in self.protocols(dataset):
             n = len(methods[protocol])
-            per_seed += 2 + n * (1 + ((a.front_points - 1) if a.fronts else 0))
+            per_seed += 2 + n * (1 + (a.front_points if a.fronts else 0))  # the chosen lr is rarely on the front
             if budget > 1:
                 trials += n * budget
                 per_tuned += 2 if base_protocol(protocol) != "identity" else 0
@@ -679,9 +670,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune_seeds", type=int, default=1,
                         help="seeds that tune (each on its own validation draw); the rest reuse the first's choice")
     parser.add_argument("--fronts", action=argparse.BooleanOptionalAction, default=None,
-                        help="run each method along its strength knob (default: on, off in --quick)")
+                        help="run each method along its learning rate (default: on, off in --quick)")
     parser.add_argument("--front_points", type=int, default=4,
-                        help="settings on each front at least: the knob's declared values, filled with midpoints (4)")
+                        help="learning rates on each front, log-spaced over the searched range, besides the chosen one (4)")
     parser.add_argument("--prepare", action="store_true",
                         help="train only θ0 and the oracles of --seeds, then stop: a second process (or array job) "
                              "does these long runs while the first seed tunes")
@@ -731,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
     study = Study(args)
     for dataset in args.datasets:
         runs, tuning = study.planned_runs(dataset)
-        print(f"plan {dataset}: {runs} runs for seeds {args.seeds} ({tuning} tuning trials, budget "
+        print(f"plan {dataset}: at most {runs} runs for seeds {args.seeds} ({tuning} tuning trials, budget "
               f"{study.budget(dataset)} per method; fronts {'on, ' + str(args.front_points) + ' settings' if args.fronts else 'off'})"
               , flush=True)
     if args.prepare:
