@@ -720,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
         audit = {m: v["forget_score"] for m, v in json.loads(path.read_text())["methods"].items()}
     started = time.perf_counter()
     study = Study(args)
-    for dataset in args.datasets:
+    for dataset in [] if args.prepare else args.datasets:
         runs, tuning = study.planned_runs(dataset)
         print(f"plan {dataset}: at most {runs} runs for seeds {args.seeds} ({tuning} tuning trials, budget "
               f"{study.budget(dataset)} per method; fronts {'on, ' + str(args.front_points) + ' settings' if args.fronts else 'off'})"
