@@ -245,11 +245,12 @@ class Study:
                     space=space, defaults=defaults, progress=lambda line: print(f"  {method}: {line}", flush=True)).best
 
     def oracle(self, base: Path, name: str, pretrain: list[str], split_run_args, extra: list[str]) -> Path:
-        """The retrain oracle on exactly one split's D_r: a one-step run (``split_run_args(trainer)``) writes the
-        split's manifest, then the pretraining recipe retrains on its retain set. Returns its run directory."""
+        """The retrain oracle on exactly one split's D_r: a one-step run (``split_run_args(trainer)``, not evaluated)
+        writes the split's manifest, then the pretraining recipe retrains on its retain set. Returns its run
+        directory."""
         split_run = base / "split" / name
         self.cli(split_run, split_run_args(self.trainer_config(None, 1, base / f"trainer-split-{name}.yaml",
-                                                               limit_train_batches=1)))
+                                                               limit_train_batches=1, limit_val_batches=0)))
         oracle_dir = base / f"{name}-oracle"
         self.cli(oracle_dir, [*pretrain, "--model", "Retrain", *extra, "--data.split_manifest",
                               str(split_run / "split.csv")])
