@@ -36,6 +36,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import shutil
 import statistics
 import sys
 import time
@@ -168,10 +169,12 @@ class Study:
         self.common += [token for item in args.set for token in ("--" + item.split("=", 1)[0], item.split("=", 1)[1])]
         self.dataset, self.started, self.count = "", time.perf_counter(), 0
 
-    def cli(self, run_dir: Path, args: list[str]) -> dict:
+    def cli(self, run_dir: Path, args: list[str], keep: bool = False) -> dict:
         """One run (``demo.cli``: skipped when finished, resumed when stopped), its output in ``<run>/output.log``
         (on the console with ``--verbose``); the wall time of runs actually made adds up per data set in
-        ``run_seconds``; one progress line per run. A failed run stops the study with its error line."""
+        ``run_seconds``; one progress line per run. A failed run stops the study with its error line. A finished
+        run's checkpoints are deleted unless ``keep`` (θ0 and the oracles, which later runs load): the study reads
+        only its metrics, and at 60 MB a checkpoint its few hundred runs per data set would fill the disk."""
         started, done = time.perf_counter(), (run_dir / "metrics.json").exists()
         args = [*args, "--run_dir", str(run_dir), *self.common]
         if self.args.verbose or done:
@@ -184,6 +187,8 @@ class Study:
                     metrics = cli(args)
             except (Exception, SystemExit) as err:
                 raise RunFailed(f"run {run_dir} failed: {_last_error(log, err)} (its output: {log})") from None
+        if not keep:
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         self.count += 1
         seconds = time.perf_counter() - started
         if not done:
@@ -253,7 +258,7 @@ class Study:
                                                                limit_train_batches=1, limit_val_batches=0)))
         oracle_dir = base / f"{name}-oracle"
         self.cli(oracle_dir, [*pretrain, "--model", "Retrain", *extra, "--data.split_manifest",
-                              str(split_run / "split.csv")])
+                              str(split_run / "split.csv")], keep=True)
         return oracle_dir
 
     def run_seed(self, dataset: str, seed: int, chosen: dict | None = None, prepare: bool = False) -> dict:
@@ -267,7 +272,7 @@ class Study:
         pretrain = ["fit", "--config", str(ROOT / spec.pretrain), *data]
         if a.pretrain_epochs:
             pretrain += ["--trainer.max_epochs", str(a.pretrain_epochs)]
-        self.cli(base / "original", pretrain)
+        self.cli(base / "original", pretrain, keep=True)
         original = base / "original" / "checkpoints" / "last.ckpt"
         results = {"seed": seed, "original": base / "original", "runs": {}, "chosen": {}, "fronts": {}}
         unlearn = str(ROOT / "configs/experiment/unlearn_synthetic.yaml")

@@ -157,7 +157,8 @@ class StandInCli:
                    **{f"oracle_gap/{k}": value() for k in base}, **{f"noise/{k}": v for k, v in base.items()}}
         protocol = args[args.index("--data.protocol") + 1] if "--data.protocol" in args else "identity"
         model = args[args.index("--model") + 1] if "--model" in args else "Pretrain"
-        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"weights")
         (run_dir / "metrics.json").write_text(json.dumps({"model": model, "metrics": metrics}))
         (run_dir / "evaluation.json").write_text(json.dumps({"settings": {"protocol": protocol}}))
         return metrics
@@ -207,6 +208,8 @@ def test_study_tunes_on_the_validation_draw_runs_fronts_and_resumes(tmp_path, mo
     assert all(line.split()[2] in ("holds", "fails", "inconclusive") for line in lines)
     made = len(fake.made)
     assert study.main(argv) == 0 and len(fake.made) == made  # resumed: every run (and trial) was finished
+    kept = sorted(str(p.parent.parent.relative_to(tmp_path / "study")) for p in (tmp_path / "study").rglob("last.ckpt"))
+    assert kept and all(p.endswith(("/original", "-oracle")) for p in kept)  # later runs load these; the rest go
 
 
 def test_study_prepare_trains_only_theta0_and_the_oracles_then_the_study_reuses_them(tmp_path, monkeypatch, capsys):
