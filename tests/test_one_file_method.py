@@ -95,9 +95,9 @@ def test_a_new_method_file_reaches_every_tool(tiny_faces, original_ckpt, tmp_pat
     # the study: identity and (as a label-free baseline, on pseudo-labels) sample, tuned on its declared space
     assert seen["study_methods"]["identity"]["PushApart"] is False
     assert seen["study_methods"]["sample"]["PushApart"] is True and "PushApart" not in seen["study_methods"]["quality"]
-    assert seen["study_plan"]["identity"]["PushApart"] == {  # tuned from its defaults, its front along push
+    assert seen["study_plan"]["identity"]["PushApart"] == {  # tuned from its defaults, its front along its lr range
         "pseudo": False, "first": {"lr": 1e-3, "epochs": 5, "push": 1.0, "retain_weight": 0.0},
-        "front": ["push", [1.0, 1.5, 2.0, 3.0]]}
+        "front": ["lr", [1e-4, 4.642e-4, 1e-3, 2.154e-3, 1e-2]]}
     # the step-overhead benchmark: timed with the whole batch on its one part, on the identity protocol
     assert seen["step_plan"]["PushApart"] == [64, "identity"]
 
