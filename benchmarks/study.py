@@ -578,7 +578,7 @@ def headline_table(collected: Collected, dataset: str, protocol: str, seeds: lis
     for m in methods:
         front, values = collected.fronts[(dataset, protocol, m)], headlines(collected, dataset, protocol, m,
                                                                             "forget/mAP", seeds)
-        knob = f"{front['knob']}: {', '.join(f'{v:g}' for v in front['values'])}"
+        knob = f"{front['knob']}: {', '.join(f'{v:.3g}' for v in front['values'])}"
         out.append(f"| {m} | {knob} | {seeds_text(values)} | {cell(values)} |")
     return [*out, ""]
 
@@ -610,19 +610,20 @@ def describe_space(method: str, epochs: int | None = None) -> str:
     low, high = space.lr.bounds(float(defaults["lr"]))
     knobs = [f"{k.name} [{k.low:g}, {k.high:g}]{' (log)' if k.log else ''}" if hasattr(k, "low") else
              f"{k.name} {{{', '.join(f'{v:g}' for v in k.values)}}}" for k in space.knobs]
-    strength = space.strength.name if space.strength else "lr"
-    return (f"lr [{low:.2g}, {high:.2g}], epochs {{{', '.join(map(str, space.epochs))}}}, " + ", ".join(knobs)
-            + f"; front along {strength}")
+    return f"lr [{low:.2g}, {high:.2g}], epochs {{{', '.join(map(str, space.epochs))}}}, " + ", ".join(knobs)
 
 
 def write_results(path: Path, collected: Collected, all_results: dict, claim_lines: list[str],
                   minutes: dict[str, float], args) -> None:
     from unlearnkit.utils.io import write_text
 
+    minutes = {d: m for d, m in minutes.items() if d in all_results}
     spent = ", ".join(f"{d} {m:.1f} min" for d, m in minutes.items())
     budgets = ", ".join(f"{d} {args.budget or DATASETS[d].budget}" for d in all_results)
     out = ["# Results", "", f"Produced by `python benchmarks/study.py {' '.join(args.argv)}`: its runs took "
-           f"{sum(minutes.values()):.1f} minutes of wall time on this machine ({spent}); seeds {args.seeds}. Every "
+           f"{sum(minutes.values()):.1f} minutes of wall time on this machine ({spent}; the sum of every run's wall "
+           "time, runs made in parallel processes and runs that failed and were resumed included); seeds "
+           f"{args.seeds}. Every "
            f"method got the same tuning budget ({budgets} Optuna trials; 1: its own defaults, no tuning) over the "
            "search space it declares, judged by its protocol's objective (`unlearnkit.tuning`: identity, the lowest "
            "forget mAP at a retain mAP drop ≤ 0.02 and unseen-people verification drop ≤ 0.01; sample and quality, "
@@ -643,7 +644,8 @@ def write_results(path: Path, collected: Collected, all_results: dict, claim_lin
             out += [f"## {dataset}, {protocol} protocol (mean ± std over seeds {numbers})", "",
                     *table(collected, dataset, protocol, numbers), "",
                     *headline_table(collected, dataset, protocol, numbers)]
-    out += ["## Search spaces", "", "Learning rates log-uniform; the other options categorical unless a range:", ""]
+    out += ["## Search spaces", "", "Learning rates log-uniform; the other options categorical unless a range; each "
+            "front walks the lr range:", ""]
     ran = dict.fromkeys(m for r in all_results.values() for s in r for chosen in s["chosen"].values() for m in chosen)
     out += [f"- {method}: {describe_space(method, args.epochs)}" for method in ran]
     out += ["", "## Chosen settings", ""]
@@ -765,7 +767,7 @@ def main(argv: list[str] | None = None) -> int:
     write_results(Path(args.results), collected, all_results, claim_lines, study.run_minutes(), args)
     for line in claim_lines:
         print(line)
-    for dataset, minutes in study.run_minutes().items():
+    for dataset, minutes in ((d, m) for d, m in study.run_minutes().items() if d in all_results):
         print(f"wall time of {dataset}'s runs: {minutes:.1f} min")
     print(f"study finished in {(time.perf_counter() - started) / 60:.1f} min; results in {args.results}")
     return 0
