@@ -8,8 +8,8 @@ the real ones), judged by its protocol's objective, on a *validation* forget dra
 oracle retrained on that draw's D_r for the sample and quality objectives), never the evaluation split; tuning
 runs on the first seed (``--tune_seeds`` to tune on more) and its choice is used for every seed; run the chosen
 setting on the evaluation split with the oracle configured; run each method along its learning rate
-(``--front_points`` settings over the searched range, and the chosen one: its trade-off front, whose forget mAP at a retain mAP drop of 2 points is
-the method's headline).
+(``--front_points`` rates over the searched range, and the chosen one: its trade-off front, whose forget mAP at a
+retain mAP drop of 2 points is the method's headline).
 
 The quality protocol runs with the built-in quality score and, where the data set records each image's quality
 (the synthetic set), with ``data.quality known`` (protocol ``quality_known``), each with its own oracle. With

@@ -4,12 +4,11 @@
 every method): the learning rate log-uniform over its range (by default two decades below the method's default
 and one above: three decades), the epochs, the strength knob and the other loss weights (categorical, or float
 ranges where a method declares a ``Range``); ``default_setting`` is the method as configured, the first trial.
-The study's trade-off fronts walk a knob's ``values`` (a range's ends) or ``LogUniform.values``.
+The study's trade-off fronts walk the learning rate over ``LogUniform.bounds``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -49,18 +48,6 @@ class LogUniform:
         low = default / 10**below if self.low is None else self.low
         high = default * 10**above if self.high is None else self.high
         return low, high
-
-    def values(self, default: float, count: int) -> list[float]:
-        """``count`` values at most: the default, the top, the bottom, then log-midpoints of neighbours."""
-        low, high = self.bounds(default)
-        out = _unique([default, high, low])
-        while len(out) < count:
-            ordered = sorted(out)
-            midpoints = [v for v in (math.sqrt(a * b) for a, b in zip(ordered, ordered[1:])) if v not in out]
-            if not midpoints:
-                break
-            out += midpoints
-        return out[:count]
 
 
 @dataclass(frozen=True)
@@ -112,7 +99,7 @@ class Range:
 @dataclass(frozen=True)
 class SearchSpace:
     """A method's tuning space: ``lr`` (log-uniform), the trainer ``epochs`` tried (the first is the default
-    schedule, the CPU trainer's 5), its main ``strength`` knob (how hard it forgets; None: none) and its other loss
+    schedule, the CPU trainer's 5), its main ``strength`` knob (how hard it forgets, beside the lr; None: none) and its other loss
     ``weights``. The default strength, the retain term's weight, reaches 10 and 30: a probe kept dispersion's retain
     mAP within 2 points of θ0's at 10, where 0 or 1 did not."""
 
@@ -159,7 +146,3 @@ class SearchSpace:
         if missing:
             raise ConfigError(f"{method}.tuning names {missing[0]!r}, which {method} does not take: tune one of its "
                               f"options ({', '.join(sorted(options))})")
-
-
-def _unique(values: list[float]) -> list[float]:
-    return [v for i, v in enumerate(values) if v not in values[:i]]
