@@ -560,6 +560,12 @@ def table(collected: Collected, dataset: str, protocol: str, seeds: list[int]) -
                      if k.startswith("verify/") and k.endswith(("/retained/acc", "/unseen/acc"))})
     columns = [k for k in COLUMNS["identity" if protocol == "identity" else "sample"] + verify
                if any(k in values for row in rows.values() for values in row.values())]
+
+    def column(key: str) -> list:
+        return [values.get(key) for row in rows.values() for values in row.values()]
+
+    # a pair set of unseen people also reports itself split by people (verify/unseen/unseen/acc): one column
+    columns = [k for i, k in enumerate(columns) if all(column(k) != column(j) for j in columns[:i])]
     names = {"Original": "**θ0**", "Retrain": "**oracle**"}
     out = ["| run | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for label, row in rows.items():
@@ -574,7 +580,7 @@ def headline_table(collected: Collected, dataset: str, protocol: str, seeds: lis
     if not methods:
         return []
     out = [f"Forget mAP at a retain mAP drop of {RETAIN_DROP:.2f}, read off each front (θ0 at drop 0 included), "
-           "per seed:", "", "| method | knob: values | per seed | mean ± std |", "|---|---|---|---|"]
+           "per seed:", "", "| method | front along | per seed | mean ± std |", "|---|---|---|---|"]
     for m in methods:
         front, values = collected.fronts[(dataset, protocol, m)], headlines(collected, dataset, protocol, m,
                                                                             "forget/mAP", seeds)
