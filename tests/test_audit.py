@@ -216,7 +216,8 @@ def test_agreement_says_where_the_audit_and_the_population_attack_disagree():
     assert agreement(method(0.52, 0.30), oracle).startswith("**disagree**: the population attack tells it from")
     assert agreement(method(0.95, 0.80), oracle).startswith("agree: both tell it from retraining")
     assert agreement(method(0.51, 0.53), oracle).startswith("agree: neither")
-    assert agreement(method(0.9, None), oracle).startswith("no population-attack figures")
+    assert agreement(method(0.9, None), oracle).startswith("no population-attack forget AUC")
+    assert agreement(method(0.9, float("nan")), oracle).startswith("no population-attack forget AUC")  # identity
 
 
 def test_audit_methods_all_is_every_method_per_protocol_with_label_free_variants():

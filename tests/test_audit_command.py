@@ -54,7 +54,7 @@ def test_audit_quick_end_to_end_and_resumable(tiny_faces, original_ckpt, tmp_pat
         n = np.load(out / "stats" / f"noise_{name}_forget.npy")
         assert n.shape == u.shape and noise["forget_score"] == pytest.approx(A.forget_score(n, r), abs=1e-12)
         assert m["drift"] > 0 and 0 <= m["one_model"]["auc"] <= 1
-        assert m["agreement"].startswith("no population-attack figures")  # these runs ran no attack (mia: false)
+        assert m["agreement"].startswith("no population-attack forget AUC")  # these runs ran no attack (mia: false)
     # θ0: a point mass (F = 0 by the challenge's rule) told apart by the one-model test
     theta0 = result["theta0"]
     assert theta0["forget_score"] == 0.0 and 0 <= theta0["one_model"]["auc"] <= 1 and theta0["RA"] > 0

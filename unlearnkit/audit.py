@@ -31,6 +31,7 @@ import argparse
 import copy
 import hashlib
 import json
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -253,8 +254,9 @@ def agreement(method: dict, oracle_attack: dict[str, float]) -> str:
     retrained models when its forget U-LiRA AUC is at least ``AUDIT_TELLS``; the attack tells a run from the
     oracle when its forget-vs-held-out AUC differs from the oracles' by more than ``ATTACK_TELLS``."""
     attack = method.get("population", {})
-    if "forget_auc" not in attack or "forget_auc" not in oracle_attack:
-        return "no population-attack figures (the runs were evaluated without the attack, mia: false)"
+    if not all(math.isfinite(figures.get("forget_auc", math.nan)) for figures in (attack, oracle_attack)):
+        return ("no population-attack forget AUC (the runs were evaluated without the attack, mia: false, or "
+                "forget whole people, who have no held-out image of their own to be compared with)")
     audit_auc = method["ulira_forget"]["auc"]
     audit_tells = audit_auc >= AUDIT_TELLS
     attack_tells = abs(attack["forget_auc"] - oracle_attack["forget_auc"]) > ATTACK_TELLS

@@ -152,14 +152,19 @@ def membership_metrics(ev: EvalEmbeddings, seed: int = 0) -> dict[str, float]:
     if int(reference.sum()) < 2:
         return {}
 
-    def features(group: str) -> np.ndarray:
+    def features(group: str) -> tuple[np.ndarray, torch.Tensor]:
         m = ev.group(group)
-        return MF.mia_features(z[m], labels[m], z[reference], labels[reference], ids[m], ids[reference], seed=seed)
+        return (MF.mia_features(z[m], labels[m], z[reference], labels[reference], ids[m], ids[reference], seed=seed),
+                labels[m])
 
-    members, nonmembers, targets = features("retain_train"), features("retain_test"), features("forget_train")
-    if min(len(members), len(nonmembers)) < 2 or len(targets) == 0:
+    (members, member_people), (nonmembers, nonmember_people), (targets, target_people) = (
+        features(g) for g in ("retain_train", "retain_test", "forget_train"))
+    pairs = sum(min(int((member_people == p).sum()), int((nonmember_people == p).sum()))
+                for p in np.intersect1d(member_people.numpy(), nonmember_people.numpy()))
+    if len(targets) == 0 or pairs < MF.MIA_FOLDS:
         return {}
-    r = MF.membership_inference(members, nonmembers, targets, seed=seed)
+    r = MF.membership_inference(members, nonmembers, targets, seed=seed, member_groups=member_people,
+                                nonmember_groups=nonmember_people, target_groups=target_people)
     return {f"mia/{k}": float(v) for k, v in r.items()}
 
 
