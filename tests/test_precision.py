@@ -49,7 +49,9 @@ def test_bf16_mixed_steps_give_float32_metrics(tiny_faces, original_ckpt, tmp_pa
     assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["train/loss"])
     assert torch.bfloat16 in recorder.backbone_dtypes, "the backbone did not run under bf16 autocast"
     assert recorder.output_dtypes == {torch.float32} and gathered == {torch.float32}
-    assert evaluation.last and all(isinstance(v, float) and np.isfinite(v) for v in evaluation.last.values())
+    assert evaluation.last and all(isinstance(v, float) for v in evaluation.last.values())
+    # every figure finite but the forget AUC, NaN in the identity protocol (no held-out image of a forgotten person)
+    assert [k for k, v in evaluation.last.items() if not np.isfinite(v) and not k.endswith("mia/forget_auc")] == []
     logged = [v for k, v in trainer.callback_metrics.items() if k in evaluation.last]
     assert logged and all(v.dtype == torch.float32 for v in logged)
 
