@@ -293,6 +293,19 @@ def ues(perf_forget_before: float, perf_forget_after: float, perf_retain_before:
 MIA_FOLDS = 5  # the attack's cross-fitting folds
 
 
+def matched_members(member_groups, nonmember_groups, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of as many members as non-members within each group (person), drawn with ``rng``: the attack's
+    balanced training set, one of like with like."""
+    member_groups, nonmember_groups = np.asarray(member_groups), np.asarray(nonmember_groups)
+    keep_m, keep_n = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for group in np.intersect1d(member_groups, nonmember_groups):
+        m, h = np.flatnonzero(member_groups == group), np.flatnonzero(nonmember_groups == group)
+        n = min(len(m), len(h))
+        keep_m.append(rng.choice(m, n, replace=False))
+        keep_n.append(rng.choice(h, n, replace=False))
+    return np.sort(np.concatenate(keep_m)), np.sort(np.concatenate(keep_n))
+
+
 def membership_inference(member_features, nonmember_features, target_features, seed: int = 0,
                          folds: int = MIA_FOLDS, member_groups=None, nonmember_groups=None,
                          target_groups=None) -> dict[str, float]:
@@ -343,14 +356,7 @@ def membership_inference(member_features, nonmember_features, target_features, s
     target_g = as_1d(target_groups, len(targets), "targets")
 
     rng = np.random.default_rng(seed)
-    keep_m, keep_n = [], []
-    for group in np.intersect1d(member_g, nonmember_g):  # one group (everything) without groups
-        m, h = np.flatnonzero(member_g == group), np.flatnonzero(nonmember_g == group)
-        n = min(len(m), len(h))
-        keep_m.append(rng.choice(m, n, replace=False))
-        keep_n.append(rng.choice(h, n, replace=False))
-    keep_m = np.sort(np.concatenate(keep_m)) if keep_m else np.zeros(0, dtype=np.int64)
-    keep_n = np.sort(np.concatenate(keep_n)) if keep_n else np.zeros(0, dtype=np.int64)
+    keep_m, keep_n = matched_members(member_g, nonmember_g, rng)  # one group (everything) without groups
     n = len(keep_m)
     if n < folds:
         raise ValueError(f"membership inference needs >= {folds} members and non-members of the same people, got "

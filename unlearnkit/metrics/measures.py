@@ -159,9 +159,8 @@ def membership_metrics(ev: EvalEmbeddings, seed: int = 0) -> dict[str, float]:
 
     (members, member_people), (nonmembers, nonmember_people), (targets, target_people) = (
         features(g) for g in ("retain_train", "retain_test", "forget_train"))
-    pairs = sum(min(int((member_people == p).sum()), int((nonmember_people == p).sum()))
-                for p in np.intersect1d(member_people.numpy(), nonmember_people.numpy()))
-    if len(targets) == 0 or pairs < MF.MIA_FOLDS:
+    matched, _ = MF.matched_members(member_people.numpy(), nonmember_people.numpy(), np.random.default_rng(seed))
+    if len(targets) == 0 or len(matched) < MF.MIA_FOLDS:
         return {}
     r = MF.membership_inference(members, nonmembers, targets, seed=seed, member_groups=member_people,
                                 nonmember_groups=nonmember_people, target_groups=target_people)
