@@ -36,9 +36,14 @@ def _embeddings(x) -> torch.Tensor:
     return F.normalize(x, dim=1)
 
 
+def _numpy(a, dtype=None) -> np.ndarray:
+    """A tensor (on any device) or array-like as a numpy array."""
+    return np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=dtype)
+
+
 def _label_codes(labels, n: int) -> tuple[np.ndarray, torch.Tensor]:
     """Distinct label values and each sample's index into them (labels may be ints or strings)."""
-    values = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
+    values = _numpy(labels).reshape(-1)
     if values.shape[0] != n:
         raise ValueError(f"{values.shape[0]} labels for {n} embeddings")
     uniques, codes = np.unique(values, return_inverse=True)
@@ -249,7 +254,7 @@ def verification(emb1, emb2, issame, folds: int = 10, far: float = 1e-3) -> dict
     """
     z1 = F.normalize(torch.as_tensor(emb1).detach().cpu().double(), dim=1).numpy()
     z2 = F.normalize(torch.as_tensor(emb2).detach().cpu().double(), dim=1).numpy()
-    same = np.asarray(issame.detach().cpu() if isinstance(issame, torch.Tensor) else issame).reshape(-1).astype(bool)
+    same = _numpy(issame).reshape(-1).astype(bool)
     if not (z1.shape == z2.shape and z1.shape[0] == same.shape[0]):
         raise ValueError(f"pair shapes differ: {z1.shape}, {z2.shape}, {same.shape[0]} labels")
     dist = np.sum(np.square(z1 - z2), 1)
@@ -336,13 +341,13 @@ def membership_inference(member_features, nonmember_features, target_features, s
     from sklearn.preprocessing import StandardScaler
 
     def as_2d(a):
-        a = np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64)
+        a = _numpy(a, np.float64)
         return a.reshape(len(a), -1)
 
     def as_1d(a, n, what):
         if a is None:
             return np.zeros(n, dtype=np.int64)
-        a = np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a).reshape(-1)
+        a = _numpy(a).reshape(-1)
         if len(a) != n:
             raise ValueError(f"{what}: {len(a)} groups for {n} samples")
         return a
@@ -412,9 +417,8 @@ def mia_features(embeddings, labels, reference_embeddings, reference_labels, ids
     r = _embeddings(reference_embeddings).cpu()
     if (ids is None) != (reference_ids is None):
         raise ValueError("give both ids and reference_ids (to leave members out) or neither")
-    labels_np = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
-    ref_np = np.asarray(reference_labels.detach().cpu() if isinstance(reference_labels, torch.Tensor)
-                        else reference_labels).reshape(-1)
+    labels_np = _numpy(labels).reshape(-1)
+    ref_np = _numpy(reference_labels).reshape(-1)
     if len(labels_np) != len(x) or len(ref_np) != len(r):
         raise ValueError("one label per embedding is needed for both the samples and the reference set")
     if len(r) < 2:
