@@ -9,7 +9,8 @@ oracle retrained on that draw's D_r for the sample and quality objectives), neve
 runs on the first seed (``--tune_seeds`` to tune on more) and its choice is used for every seed; run the chosen
 setting on the evaluation split with the oracle configured; run each method along its learning rate
 (``--front_points`` rates over the searched range, and the chosen one: its trade-off front, whose forget mAP at a
-retain mAP drop of 2 points is the method's headline).
+retain mAP drop of 2 points is the method's headline; ``--front_protocols identity`` keeps the fronts to the one
+protocol whose claim reads them, where compute is short).
 
 The quality protocol runs with the built-in quality score and, where the data set records each image's quality
 (the synthetic set), with ``data.quality known`` (protocol ``quality_known``), each with its own oracle. With
@@ -310,7 +311,7 @@ class Study:
                 run = base / f"{protocol}-{method}-{setting_key(settings_here[method])}"  # a new choice, a new run
                 self.cli(run, [*common(method, trainer), *manifest, *trial_arguments(settings_here[method])])
                 results["runs"][(protocol, method)] = run
-                if a.fronts:
+                if a.fronts and protocol in a.front_protocols:
                     knob, front = front_settings(method, settings_here[method], a.front_points)
                     runs = []
                     for setting in front:
@@ -331,7 +332,8 @@ class Study:
         per_seed, per_tuned, trials = 1, 0, 0
         for protocol in self.protocols(dataset):
             n = len(methods[protocol])
-            per_seed += 2 + n * (1 + (a.front_points if a.fronts else 0))  # the chosen lr is rarely on the front
+            front = a.front_points if a.fronts and protocol in a.front_protocols else 0
+            per_seed += 2 + n * (1 + front)  # the chosen lr is rarely on the front
             if budget > 1:
                 trials += n * budget
                 per_tuned += 2 if base_protocol(protocol) != "identity" else 0
@@ -687,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run each method along its learning rate (default: on, off in --quick)")
     parser.add_argument("--front_points", type=int, default=4,
                         help="learning rates on each front, log-spaced over the searched range, besides the chosen one (4)")
+    parser.add_argument("--front_protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS),
+                        help="protocols that run fronts (default: all; only the identity protocol's claim reads them)")
     parser.add_argument("--prepare", action="store_true",
                         help="train only θ0 and the oracles of --seeds, then stop: a second process (or array job) "
                              "does these long runs while the first seed tunes")
@@ -734,11 +738,11 @@ def main(argv: list[str] | None = None) -> int:
         audit = {m: v["forget_score"] for m, v in json.loads(path.read_text())["methods"].items()}
     started = time.perf_counter()
     study = Study(args)
+    fronts = f"{args.front_points} settings in {' '.join(args.front_protocols)}" if args.fronts else "off"
     for dataset in [] if args.prepare else args.datasets:
         runs, tuning = study.planned_runs(dataset)
         print(f"plan {dataset}: at most {runs} runs for seeds {args.seeds} ({tuning} tuning trials, budget "
-              f"{study.budget(dataset)} per method; fronts {'on, ' + str(args.front_points) + ' settings' if args.fronts else 'off'})"
-              , flush=True)
+              f"{study.budget(dataset)} per method; fronts {fronts})", flush=True)
     if args.prepare:
         try:
             for dataset in args.datasets:
