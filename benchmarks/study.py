@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import hashlib
 import json
 import math
@@ -200,11 +201,16 @@ class Study:
 
     def add_run_seconds(self, seconds: float) -> None:
         """Kept in ``<out>/<dataset>/run_seconds.json``: a study resumed or re-collected later still reports its
-        cost, and data sets run side by side (one process each, ``--datasets``) never write the same file."""
+        cost. Processes of one data set (``--prepare``, ``--protocols``, ``--methods``) add to the same file, so
+        each addition holds a lock and replaces the file whole: none is lost and none reads a half-written file."""
+        from unlearnkit.utils.io import write_text
+
         path = self.out / self.dataset / "run_seconds.json"
-        spent = json.loads(path.read_text()) if path.is_file() else 0.0
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(spent + seconds))
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            spent = json.loads(path.read_text()) if path.is_file() else 0.0
+            write_text(path, json.dumps(spent + seconds))
 
     def run_minutes(self) -> dict[str, float]:
         return {path.parent.name: json.loads(path.read_text()) / 60

@@ -4,10 +4,12 @@ demo's plans come from the methods' declarations and reproduce the tables they k
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -278,3 +280,22 @@ def test_study_quick_runs_end_to_end(tmp_path):
     assert (tmp_path / "study" / "synthetic" / "seed0" / "quality_known-oracle" / "metrics.json").is_file()
     # the people kept out of training give the quality claim its verification on unseen people
     assert "quality verify/unseen/acc: θ0" in lines[-1] and "quality_known verify/unseen/acc" in lines[-1]
+
+
+def _add_seconds(out: str, times: int) -> None:
+    recorder = SimpleNamespace(out=Path(out), dataset="synthetic")
+    for _ in range(times):
+        study.Study.add_run_seconds(recorder, 1.0)
+
+
+def test_run_seconds_from_processes_side_by_side_all_count(tmp_path):
+    """``--prepare`` and the study (or two ``--protocols`` processes) add their runs' wall time to one file at once:
+    every addition counts, and none of them reads a half-written file."""
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_add_seconds, args=(str(tmp_path), 150)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert all(worker.exitcode == 0 for worker in workers)
+    assert json.loads((tmp_path / "synthetic" / "run_seconds.json").read_text()) == 600.0
