@@ -248,6 +248,66 @@ def test_study_prepare_trains_only_theta0_and_the_oracles_then_the_study_reuses_
     assert again and not prepared & set(again)
 
 
+def test_study_runs_fronts_only_in_the_protocols_asked(tmp_path, monkeypatch, capsys):
+    """``--front_protocols identity``: every method's chosen run everywhere, fronts in the identity protocol alone,
+    and the plan counts exactly the runs made."""
+    fake = StandInCli()
+    monkeypatch.setattr(study, "cli", fake)
+    argv = ["--budget", "1", "--seeds", "0", "--datasets", "synthetic", "--methods", "Dispersion,Cure", "--epochs", "1",
+            "--front_points", "2", "--front_protocols", "identity", "--out", str(tmp_path / "study"),
+            "--results", str(tmp_path / "results.md"), "--verbose"]
+    assert study.main(argv) == 0
+    runs = [a[a.index("--run_dir") + 1] for a in fake.made]
+    fronts = [r.rsplit("/", 1)[-1] for r in runs if "/front/" in r]
+    assert fronts and all(name.startswith("identity-Dispersion-") for name in fronts)
+    assert any("/sample-Cure-" in r for r in runs)  # the chosen run still ran
+    planned = int(capsys.readouterr().out.split("plan synthetic: at most ", 1)[1].split()[0])
+    assert len(fake.made) <= planned <= len(fake.made) + 1  # one less where the chosen lr is on the front
+
+
+class OracleStuckCli(StandInCli):
+    """A stand-in whose oracles named ``stuck…`` never leave their loss plateau (retain mAP 0.02) at the
+    initialisation seeds given."""
+
+    def __init__(self, stuck: str, seeds: set[str]) -> None:
+        super().__init__()
+        self.stuck, self.seeds = stuck, seeds
+
+    def __call__(self, args: list[str]) -> dict:
+        metrics = super().__call__(args)
+        run_dir = Path(args[args.index("--run_dir") + 1])
+        seed = [args[i + 1] for i, a in enumerate(args) if a == "--seed_everything"][-1]
+        if run_dir.name.startswith(self.stuck) and "-oracle" in run_dir.name and seed in self.seeds:
+            metrics = {**metrics, "retain/mAP": 0.02}
+            (run_dir / "metrics.json").write_text(json.dumps({"model": "Retrain", "metrics": metrics}))
+        return metrics
+
+
+def test_study_trains_an_oracle_that_did_not_take_off_again_from_a_new_initialisation(tmp_path, monkeypatch, capsys):
+    """An oracle far below θ0 (retain mAP 0.02 against 0.85–0.9) is no oracle: the study trains it again on the same
+    data from a new seed and uses that one, in tuning and evaluation alike; the results page names it. If no
+    initialisation trains, the study stops with an error naming the run."""
+    fake = OracleStuckCli("sample-", {"0"})
+    monkeypatch.setattr(study, "cli", fake)
+    argv = ["--budget", "2", "--seeds", "0", "--datasets", "synthetic", "--methods", "Cure", "--epochs", "1",
+            "--no-fronts", "--protocols", "sample", "--out", str(tmp_path / "study"),
+            "--results", str(tmp_path / "results.md")]
+    assert study.main(argv) == 0
+    base = tmp_path / "study" / "synthetic" / "seed0"
+    again = {a[a.index("--run_dir") + 1].rsplit("/", 1)[-1]: a for a in fake.made if "-oracle-init" in " ".join(a)}
+    assert set(again) == {"sample-validation-oracle-init1", "sample-oracle-init1"}
+    assert all([a[i + 1] for i, x in enumerate(a) if x == "--seed_everything"][-1] == "1000" for a in again.values())
+    assert "sample-validation-oracle-init1" in (base / "trainer-tune-sample.yaml").read_text()
+    assert "sample-oracle-init1" in (base / "trainer-sample.yaml").read_text()
+    assert "did not train" in capsys.readouterr().out
+    assert "`synthetic/seed0/sample-oracle-init1`" in (tmp_path / "results.md").read_text()
+
+    monkeypatch.setattr(study, "cli", OracleStuckCli("sample-", {"0", "1000", "2000"}))
+    argv = [*argv[:-4], "--out", str(tmp_path / "stuck"), "--results", str(tmp_path / "stuck.md")]
+    assert study.main(argv) == 2
+    assert "sample-validation-oracle-init2: the oracle did not train in 3 initialisations" in capsys.readouterr().err
+
+
 def test_study_refuses_unknown_methods_and_a_missing_audit(tmp_path, capsys):
     assert study.main(["--methods", "Dispersion,Nope", "--out", str(tmp_path)]) == 2
     assert "--methods names 'Nope', which the study does not run" in capsys.readouterr().err
