@@ -91,6 +91,21 @@ def test_forget_seed_redraws_forget_set_over_same_heldout():
     assert a.forget_identities != b.forget_identities
 
 
+def test_quality_validation_split_forgets_the_next_band_never_the_evaluation_images():
+    """The quality protocol's forget set is no draw: its validation split (``forget_seed`` 1) forgets the next k
+    images up the quality order, so tuning never forgets the images the evaluation forgets."""
+    keys, ids, _ = _toy()
+    quality = np.random.default_rng(0).random(len(keys))
+    evaluation = make_split(keys, ids, "quality", 0.2, heldout_per_identity=2, quality=quality, seed=1)
+    validation = make_split(keys, ids, "quality", 0.2, heldout_per_identity=2, quality=quality, seed=1, forget_seed=1)
+    assert (evaluation.indices("heldout") == validation.indices("heldout")).all()
+    forget, other = evaluation.indices("forget"), validation.indices("forget")
+    assert len(forget) == len(other) and not set(forget) & set(other)
+    assert quality[other].min() >= quality[forget].max()  # the next band up the quality order
+    with pytest.raises(DataError, match="forget_seed=9 asks for quality band 9"):
+        make_split(keys, ids, "quality", 0.2, heldout_per_identity=2, quality=quality, seed=1, forget_seed=9)
+
+
 def test_heldout_pairs_are_seeded_and_balanced(tiny_faces):
     from conftest import tiny_datamodule
 

@@ -184,7 +184,8 @@ class FaceDataModule(L.LightningDataModule):
         on_bad_image: an unreadable image ``stop``s the run (an error naming it) or is ``skip``ped: replaced by
             another image of the same person in the same part, and counted as ``data/bad_images``.
         seed: the split's and samplers' seed.
-        forget_seed: draw another forget set over the same held-out images (a validation split for tuning).
+        forget_seed: draw another forget set over the same held-out images (a validation split for tuning); in
+            the quality protocol, the next band of low-quality images (``splits.make_split``).
         unseen_identities: people (a count or a fraction) kept out of training entirely: their images are only
             evaluated, so ``heldout`` pairs among them give ``verify/<set>/unseen/…``. They are not retrieval
             queries (those are the forgotten and retained people).

@@ -114,6 +114,8 @@ def make_split(
     (``sample``, ``quality``). ``forget_identities`` names the people to forget instead (identity protocol).
     ``forget_seed`` draws another forget set with the same held-out images (for tuning on a validation split).
     ``quality`` (higher = better) is needed for the ``quality`` protocol: the lowest-scored images are forgotten.
+    Its forget set is no draw, so there ``forget_seed`` j forgets the j-th band of k images up the quality order
+    instead (ranks j·k … (j+1)·k − 1): the validation split never forgets the evaluation split's images.
     """
     if protocol not in PROTOCOLS:
         raise DataError(f"unknown forget protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
@@ -190,8 +192,12 @@ def make_split(
         else:
             if quality is None or np.isnan(np.asarray(quality)[train]).any():
                 raise DataError("the quality protocol needs a quality score for every training image")
+            band = forget_seed or 0
+            if (band + 1) * k >= len(train):
+                raise DataError(f"forget_seed={band} asks for quality band {band} of {k} images, beyond the "
+                                f"{len(train)} training images: use a smaller forget_seed or forget fraction")
             order = np.argsort(np.asarray(quality)[train], kind="stable")
-            chosen = train[order[:k]]
+            chosen = train[order[band * k:(band + 1) * k]]
         parts[chosen] = "forget"
     q = np.full(n, math.nan) if quality is None else np.asarray(quality, dtype=float)
     return Split(list(keys), list(identities), parts.astype(str), q, protocol)
