@@ -43,6 +43,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from unlearnkit.demo import _last_error, cli, output_to, trainer_overlay
@@ -221,6 +222,11 @@ class Study:
         return trainer_overlay(ROOT / "configs/trainer/cpu_unlearn.yaml", path,
                                {"oracle": str(oracle)} if oracle is not None else None, max_epochs=epochs, **overrides)
 
+    def front(self, protocol: str, method: str) -> bool:
+        """Whether ``method`` runs its front in ``protocol`` (``--fronts``, ``--front_protocols``, ``--front_methods``)."""
+        a = self.args
+        return a.fronts and protocol in a.front_protocols and (a.front_methods is None or method in a.front_methods)
+
     def protocols(self, dataset: str) -> list[str]:
         return [p for p in protocols_of(dataset, self.args.methods) if p in self.args.protocols]
 
@@ -335,7 +341,7 @@ class Study:
                 run = base / f"{protocol}-{method}-{setting_key(settings_here[method])}"  # a new choice, a new run
                 self.cli(run, [*common(method, trainer), *manifest, *trial_arguments(settings_here[method])])
                 results["runs"][(protocol, method)] = run
-                if a.fronts and protocol in a.front_protocols:
+                if self.front(protocol, method):
                     knob, front = front_settings(method, settings_here[method], a.front_points)
                     runs = []
                     for setting in front:
@@ -355,9 +361,8 @@ class Study:
         methods = study_methods(a.methods)
         per_seed, per_tuned, trials = 1, 0, 0
         for protocol in self.protocols(dataset):
-            n = len(methods[protocol])
-            front = a.front_points if a.fronts and protocol in a.front_protocols else 0
-            per_seed += 2 + n * (1 + front)  # the chosen lr is rarely on the front
+            n, fronts = len(methods[protocol]), sum(map(partial(self.front, protocol), methods[protocol]))
+            per_seed += 2 + n + fronts * a.front_points  # the chosen lr is rarely on the front
             if budget > 1:
                 trials += n * budget
                 per_tuned += 2 if base_protocol(protocol) != "identity" else 0
@@ -722,6 +727,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="learning rates on each front, log-spaced over the searched range, besides the chosen one (4)")
     parser.add_argument("--front_protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS),
                         help="protocols that run fronts (default: all; only the identity protocol's claim reads them)")
+    parser.add_argument("--front_methods", default=None,
+                        help="comma-separated class names that run fronts (default: all; dispersion_lowest_forget reads "
+                             "Dispersion, HardDispersion, RandomLabel, GradientAscent and BoundaryShrink's; the others' "
+                             "headlines come from their one run)")
     parser.add_argument("--prepare", action="store_true",
                         help="train only θ0 and the oracles of --seeds, then stop: a second process (or array job) "
                              "does these long runs while the first seed tunes")
@@ -751,12 +760,14 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: {missing[0]} does not exist: leave its data set out of --datasets", file=sys.stderr)
         return 2
-    if args.methods is not None:
-        args.methods = [m for m in args.methods.split(",") if m]
-        known = {m for methods in study_methods().values() for m in methods}
-        unknown = [m for m in args.methods if m not in known]
+    known = {m for methods in study_methods().values() for m in methods}
+    for option in ("methods", "front_methods"):
+        if getattr(args, option) is None:
+            continue
+        setattr(args, option, [m for m in getattr(args, option).split(",") if m])
+        unknown = [m for m in getattr(args, option) if m not in known]
         if unknown:
-            print(f"error: --methods names {unknown[0]!r}, which the study does not run: choose among "
+            print(f"error: --{option} names {unknown[0]!r}, which the study does not run: choose among "
                   f"{', '.join(sorted(known))}", file=sys.stderr)
             return 2
     audit = None

@@ -248,19 +248,19 @@ def test_study_prepare_trains_only_theta0_and_the_oracles_then_the_study_reuses_
     assert again and not prepared & set(again)
 
 
-def test_study_runs_fronts_only_in_the_protocols_asked(tmp_path, monkeypatch, capsys):
-    """``--front_protocols identity``: every method's chosen run everywhere, fronts in the identity protocol alone,
-    and the plan counts exactly the runs made."""
+def test_study_runs_fronts_only_in_the_protocols_and_for_the_methods_asked(tmp_path, monkeypatch, capsys):
+    """``--front_protocols identity --front_methods Dispersion,Cure``: every method's chosen run everywhere, fronts
+    for dispersion in the identity protocol alone, and the plan counts exactly the runs made."""
     fake = StandInCli()
     monkeypatch.setattr(study, "cli", fake)
-    argv = ["--budget", "1", "--seeds", "0", "--datasets", "synthetic", "--methods", "Dispersion,Cure", "--epochs", "1",
-            "--front_points", "2", "--front_protocols", "identity", "--out", str(tmp_path / "study"),
-            "--results", str(tmp_path / "results.md"), "--verbose"]
+    argv = ["--budget", "1", "--seeds", "0", "--datasets", "synthetic", "--methods", "Dispersion,RandomLabel,Cure",
+            "--epochs", "1", "--front_points", "2", "--front_protocols", "identity", "--front_methods", "Dispersion,Cure",
+            "--out", str(tmp_path / "study"), "--results", str(tmp_path / "results.md"), "--verbose"]
     assert study.main(argv) == 0
     runs = [a[a.index("--run_dir") + 1] for a in fake.made]
     fronts = [r.rsplit("/", 1)[-1] for r in runs if "/front/" in r]
     assert fronts and all(name.startswith("identity-Dispersion-") for name in fronts)
-    assert any("/sample-Cure-" in r for r in runs)  # the chosen run still ran
+    assert any("/sample-Cure-" in r for r in runs) and any("/identity-RandomLabel-" in r for r in runs)
     planned = int(capsys.readouterr().out.split("plan synthetic: at most ", 1)[1].split()[0])
     assert len(fake.made) <= planned <= len(fake.made) + 1  # one less where the chosen lr is on the front
 
@@ -311,6 +311,8 @@ def test_study_trains_an_oracle_that_did_not_take_off_again_from_a_new_initialis
 def test_study_refuses_unknown_methods_and_a_missing_audit(tmp_path, capsys):
     assert study.main(["--methods", "Dispersion,Nope", "--out", str(tmp_path)]) == 2
     assert "--methods names 'Nope', which the study does not run" in capsys.readouterr().err
+    assert study.main(["--front_methods", "Dispresion", "--out", str(tmp_path)]) == 2
+    assert "--front_methods names 'Dispresion'" in capsys.readouterr().err
     assert study.main(["--audit", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "has no audit.json" in capsys.readouterr().err
 
