@@ -287,8 +287,8 @@ class Study:
             if not retain < floor:  # NaN (a metric not logged) is not a failure to train
                 return oracle_dir
             print(f"  {oracle_dir.relative_to(self.out)}: retain mAP {retain:.3f}, under {ORACLE_TRAINED:g} of θ0's "
-                  f"{theta0['retain/mAP']:.3f}: it did not train; training it again from a new initialisation",
-                  flush=True)
+                  f"{theta0['retain/mAP']:.3f}: it did not train"
+                  + ("; training it again from a new initialisation" if k + 1 < ORACLE_TRIES else ""), flush=True)
         raise RunFailed(f"{oracle_dir}: the oracle did not train in {ORACLE_TRIES} initialisations (retain mAP "
                         f"{retain:.3f}, θ0 {theta0['retain/mAP']:.3f}): check the pretraining recipe on this split")
 
