@@ -517,6 +517,10 @@ def claims(collected: Collected, dataset: str, seeds: list[int], audit: dict | N
     # cure_best_label_free: CURE has the smallest average two-sided gap to the oracle among label-free methods: the
     # published baselines run on pseudo-labels (other label-free methods, e.g. our CURE variant, shown beside)
     label_free = ran("sample")  # the label-free methods the study ran
+    if "Cure" not in label_free:
+        lines += [f"claim {name} {INCONCLUSIVE} [{dataset}] CURE did not run in the sample protocol"
+                  for name in ("cure_best_label_free", "cure_lowest_membership")]
+        return [*lines, quality_forgetting_helps(collected, dataset, seeds)]
     others = [m for m in label_free if study_methods()["sample"][m]]
     gap = {m: value("sample", m, AVG_GAP) for m in dict.fromkeys([*label_free, "Cure", "Original"])}
     comparisons = {m: paired_interval(gap[m], gap["Cure"]) for m in others}
@@ -540,7 +544,14 @@ def claims(collected: Collected, dataset: str, seeds: list[int], audit: dict | N
                  + " ".join(f"{m}={seeds_text(v)}" for m, v in auc.items())
                  + "; other − Cure: " + "; ".join(f"{m} {iv}" for m, iv in comparisons.items()) + audited)
 
-    # quality_forgetting_helps: verification on unseen people after forgetting the lowest-quality images ≥ θ0's
+    lines.append(quality_forgetting_helps(collected, dataset, seeds))
+    return lines
+
+
+def quality_forgetting_helps(collected: Collected, dataset: str, seeds: list[int]) -> str:
+    """The claim line of ``quality_forgetting_helps``: verification on unseen people after CURE forgets the
+    lowest-quality images is at least θ0's, per quality protocol run, each judged on paired seeds."""
+    value = lambda p, m, k: per_seed(collected, dataset, p, m, k, seeds)  # noqa: E731
     parts, verdicts = [], []
     for protocol in (p for p in ("quality", "quality_known") if p in protocols_of(dataset)):
         rows = collected.values.get((dataset, protocol, "Cure"), {})
@@ -560,9 +571,8 @@ def claims(collected: Collected, dataset: str, seeds: list[int], audit: dict | N
         verdicts.append(verdict(interval))
         parts.append(f"{protocol} {keys[0]}: θ0 {seeds_text(before)}, Cure {seeds_text(after)}, oracle "
                      f"{seeds_text(oracle)}; Cure − θ0 {interval}")
-    lines.append(f"claim quality_forgetting_helps {all_of(verdicts)} [{dataset}] "
-                 + ("; ".join(parts) or "CURE did not run in a quality protocol"))
-    return lines
+    return (f"claim quality_forgetting_helps {all_of(verdicts)} [{dataset}] "
+            + ("; ".join(parts) or "CURE did not run in a quality protocol"))
 
 
 # ------------------------------------------------------------------------------------------------ writing

@@ -124,6 +124,12 @@ def test_claims_are_judged_on_paired_seeds():
     lines = study.claims(one, "synthetic", [0])
     assert set(verdicts(lines).values()) == {"inconclusive"}
     assert "no verification pairs of unseen people" in lines[-1]
+    # a study of the identity protocol alone: the sample claims say CURE did not run there, every claim is listed
+    identity = study.Collected(values={k: v for k, v in collected([0.2, 0.25, 0.22], gaps).values.items()
+                                       if k[1] == "identity"})
+    lines = study.claims(identity, "synthetic", [0, 1, 2])
+    assert [line.split()[1] for line in lines] == CLAIMS and verdicts(lines)["dispersion_lowest_forget"] == "holds"
+    assert all(line.endswith("CURE did not run in the sample protocol") for line in lines[2:4])
 
 
 def test_front_headline_reads_forget_map_at_two_points_of_retain_drop():
