@@ -269,10 +269,10 @@ class Study:
         writes the split's manifest, then the pretraining recipe retrains on its retain set. Returns its run
         directory.
 
-        A recipe trained from scratch can fail to take off (Pins' CosFace recipe sits on a loss plateau for about
-        half its epochs; 4 of its 16 first trainings never left it, all of one seed and near-identical data): an
-        oracle whose retained people are retrieved at under ``ORACLE_TRAINED`` of θ0's retain mAP is no oracle, and
-        every gap to it would reward a collapsed model. Such an oracle is trained again from a new initialisation
+        A recipe trained from scratch can fail (Pins' CosFace recipe sits on a loss plateau for about half its
+        epochs; on seed 0's sample and quality splits its loss fell, then jumped back to the plateau and stayed):
+        an oracle whose retained people are retrieved at under ``ORACLE_TRAINED`` of θ0's retain mAP is no oracle,
+        and every gap to it would reward a collapsed model. Such an oracle is trained again from a new initialisation
         (``--seed_everything`` seed + 1000·k, same data, ``<name>-oracle-init<k>``), at most ``ORACLE_TRIES`` times;
         the study stops if none trains."""
         split_run = base / "split" / name
@@ -679,12 +679,13 @@ def write_results(path: Path, collected: Collected, all_results: dict, claim_lin
            "Each claim is judged on per-seed values: the paired difference per seed, its mean and 95 % t-interval "
            "(`unlearnkit.stats`); it holds or fails only where the interval and every seed agree, else it is "
            "inconclusive.", ""]
-    retried = sorted(str(run.relative_to(args.out)) for dataset in all_results
-                     for run in Path(args.out, dataset).glob("seed*/*-oracle-init*"))
+    retried = sorted(run for dataset in all_results for run in Path(args.out, dataset).glob("seed*/*-oracle-init*"))
     if retried:
-        out += ["Oracles trained again from a new initialisation, their first training never having left its loss "
-                f"plateau (under {ORACLE_TRAINED:g} of θ0's retain mAP; `Study.oracle`): "
-                + ", ".join(f"`{r}`" for r in retried) + ".", ""]
+        retain = {run: json.loads((run / "metrics.json").read_text())["metrics"].get("retain/mAP", math.nan)
+                  for run in retried if (run / "metrics.json").is_file()}
+        out += ["Oracles trained again from a new initialisation, the one before having not trained (retain mAP "
+                f"under {ORACLE_TRAINED:g} of θ0's; `Study.oracle`), with their own retain mAP: "
+                + ", ".join(f"`{run.relative_to(args.out)}` {mAP:.3f}" for run, mAP in retain.items()) + ".", ""]
     out += ["## Claims", "", *[f"- `{line}`" for line in claim_lines], ""]
     for dataset, seeds in all_results.items():
         numbers = [r["seed"] for r in seeds]

@@ -306,7 +306,7 @@ def test_study_trains_an_oracle_that_did_not_take_off_again_from_a_new_initialis
     assert "sample-validation-oracle-init1" in (base / "trainer-tune-sample.yaml").read_text()
     assert "sample-oracle-init1" in (base / "trainer-sample.yaml").read_text()
     assert "did not train" in capsys.readouterr().out
-    assert "`synthetic/seed0/sample-oracle-init1`" in (tmp_path / "results.md").read_text()
+    assert "`synthetic/seed0/sample-oracle-init1` 0." in (tmp_path / "results.md").read_text()
 
     monkeypatch.setattr(study, "cli", OracleStuckCli("sample-", {"0", "1000", "2000"}))
     argv = [*argv[:-4], "--out", str(tmp_path / "stuck"), "--results", str(tmp_path / "stuck.md")]
