@@ -269,8 +269,8 @@ class Study:
         writes the split's manifest, then the pretraining recipe retrains on its retain set. Returns its run
         directory.
 
-        A recipe trained from scratch can fail (Pins' CosFace recipe sits on a loss plateau for about half its
-        epochs; on seed 0's sample and quality splits its loss fell, then jumped back to the plateau and stayed):
+        A recipe trained from scratch can fail (Pins' CosFace recipe before it clipped the gradient: on seed 0's
+        sample and quality splits its loss fell, then jumped back to the plateau of its first epochs and stayed):
         an oracle whose retained people are retrieved at under ``ORACLE_TRAINED`` of θ0's retain mAP is no oracle,
         and every gap to it would reward a collapsed model. Such an oracle is trained again from a new initialisation
         (``--seed_everything`` seed + 1000·k, same data, ``<name>-oracle-init<k>``), at most ``ORACLE_TRIES`` times;
