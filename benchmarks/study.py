@@ -43,7 +43,6 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 from unlearnkit.demo import _last_error, cli, output_to, trainer_overlay
@@ -361,7 +360,7 @@ class Study:
         methods = study_methods(a.methods)
         per_seed, per_tuned, trials = 1, 0, 0
         for protocol in self.protocols(dataset):
-            n, fronts = len(methods[protocol]), sum(map(partial(self.front, protocol), methods[protocol]))
+            n, fronts = len(methods[protocol]), sum(self.front(protocol, m) for m in methods[protocol])
             per_seed += 2 + n + fronts * a.front_points  # the chosen lr is rarely on the front
             if budget > 1:
                 trials += n * budget
