@@ -642,8 +642,9 @@ def save_fronts(collected: Collected, dataset: str, seeds: list[int], path: Path
                        "retain": [[p.get("retain/mAP", math.nan) for p in r] for r in runs]})
     if not curves:
         return None
+    panels = {c["panel"] for c in curves}  # a protocol without fronts gets no panel of θ0 and oracle alone
     for (d, protocol, label), rows in collected.values.items():
-        if d == dataset and label in ("Original", "Retrain"):
+        if d == dataset and protocol in panels and label in ("Original", "Retrain"):
             references.append({"panel": protocol, "label": "θ0" if label == "Original" else "oracle",
                                "kind": "original" if label == "Original" else "oracle",
                                "forget": [r.get("forget/mAP", math.nan) for r in rows.values()],

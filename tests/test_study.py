@@ -367,3 +367,21 @@ def test_run_seconds_from_processes_side_by_side_all_count(tmp_path):
         worker.join()
     assert all(worker.exitcode == 0 for worker in workers)
     assert json.loads((tmp_path / "synthetic" / "run_seconds.json").read_text()) == 600.0
+
+
+def test_fronts_figure_has_a_panel_only_for_protocols_with_fronts(tmp_path, monkeypatch):
+    """θ0 and the oracle alone make no panel: a study with fronts in one protocol plots one."""
+    import unlearnkit.plots
+
+    drawn = {}
+    monkeypatch.setattr(unlearnkit.plots, "save_fronts",
+                        lambda curves, references, path: drawn.update(curves=curves, references=references) or path)
+    point = {"forget/mAP": 0.5, "retain/mAP": 0.9}
+    collected = study.Collected(
+        values={("synthetic", protocol, label): {0: point} for protocol in ("identity", "sample")
+                for label in ("Original", "Retrain")},
+        fronts={("synthetic", "identity", "Dispersion"): {"seeds": {0: [point, point]}}})
+    study.save_fronts(collected, "synthetic", [0], tmp_path / "fronts.png")
+    assert {c["panel"] for c in drawn["curves"]} == {"identity"}
+    assert {r["panel"] for r in drawn["references"]} == {"identity"}
+    assert sorted(r["label"] for r in drawn["references"]) == ["oracle", "θ0"]
