@@ -156,6 +156,15 @@ def front_settings(method: str, chosen: dict, points: int) -> tuple[str, list[di
     return "lr", [{**chosen, "lr": value} for value in values]
 
 
+def oracle_run(base: Path, name: str, k: int = 0) -> Path:
+    """The run directory of ``name``'s oracle trained from initialisation ``k`` (0: the first; k > 0: a retry of one
+    that did not train, which the results page lists: ``RETRIED_ORACLES``)."""
+    return base / (f"{name}-oracle" if k == 0 else f"{name}-oracle-init{k}")
+
+
+RETRIED_ORACLES = "seed*/*-oracle-init*"  # under a data set's directory: every oracle_run with k > 0
+
+
 class RunFailed(Exception):
     """A run of the study stopped with an error (the study stops; a second call resumes)."""
 
@@ -280,7 +289,7 @@ class Study:
         retrain = [*pretrain, "--model", "Retrain", *extra, "--data.split_manifest", str(split_run / "split.csv")]
         floor = ORACLE_TRAINED * theta0.get("retain/mAP", math.nan)
         for k in range(ORACLE_TRIES):
-            oracle_dir = base / (f"{name}-oracle" if k == 0 else f"{name}-oracle-init{k}")
+            oracle_dir = oracle_run(base, name, k)
             retain = self.cli(oracle_dir, [*retrain, *(["--seed_everything", str(seed + 1000 * k)] if k else [])],
                               keep=True).get("retain/mAP", math.nan)
             if not retain < floor:  # NaN (a metric not logged) is not a failure to train
@@ -679,13 +688,15 @@ def write_results(path: Path, collected: Collected, all_results: dict, claim_lin
            "Each claim is judged on per-seed values: the paired difference per seed, its mean and 95 % t-interval "
            "(`unlearnkit.stats`); it holds or fails only where the interval and every seed agree, else it is "
            "inconclusive.", ""]
-    retried = sorted(run for dataset in all_results for run in Path(args.out, dataset).glob("seed*/*-oracle-init*"))
+    retried = sorted(run for dataset in all_results for run in Path(args.out, dataset).glob(RETRIED_ORACLES)
+                     if (run / "metrics.json").is_file())
     if retried:
-        retain = {run: json.loads((run / "metrics.json").read_text())["metrics"].get("retain/mAP", math.nan)
-                  for run in retried if (run / "metrics.json").is_file()}
+        from unlearnkit.report import load_run
+
         out += ["Oracles trained again from a new initialisation, the one before having not trained (retain mAP "
                 f"under {ORACLE_TRAINED:g} of θ0's; `Study.oracle`), with their own retain mAP: "
-                + ", ".join(f"`{run.relative_to(args.out)}` {mAP:.3f}" for run, mAP in retain.items()) + ".", ""]
+                + ", ".join(f"`{run.relative_to(args.out)}` {load_run(run).metrics.get('retain/mAP', math.nan):.3f}"
+                            for run in retried) + ".", ""]
     out += ["## Claims", "", *[f"- `{line}`" for line in claim_lines], ""]
     for dataset, seeds in all_results.items():
         numbers = [r["seed"] for r in seeds]
